@@ -1,0 +1,103 @@
+/*
+ * options.h - one table drives every way of setting an option: "-o name=value"
+ * on the command line, S3CACHEFS_NAME environment variables, "name = value"
+ * lines of a config file, and --help.
+ *
+ * Sources are applied in the order the caller chooses; the composition roots
+ * use defaults < config file < environment < command line, so the last
+ * source that sets a field wins.  Every error is one line naming the option
+ * and, where it helps, the value ("unknown option 'foo'", "option
+ * 'part_size': '3X' is not a size").  Secrets have no option: credentials
+ * come from the chain of creds.h, never from a process's arguments.
+ */
+#ifndef S3CACHEFS_OPTIONS_H
+#define S3CACHEFS_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct buf;
+struct s3_conf;
+struct creds_conf;
+
+enum opt_addressing { OPT_ADDR_AUTO, OPT_ADDR_PATH, OPT_ADDR_VHOST };
+enum opt_signing { OPT_SIGN_AUTO, OPT_SIGN_ALWAYS, OPT_SIGN_NEVER };
+
+/* Every field is owned by the struct (strings freed by options_release). */
+struct options {
+	/* S3 */
+	char *endpoint;	   /* endpoint=URL */
+	char *region;	   /* region=NAME */
+	bool path_style;   /* path_style: force path-style addressing */
+	bool virtual_host; /* virtual_host: force virtual-hosted addressing */
+	char *ca_bundle;   /* ca_bundle=FILE */
+	bool insecure;	   /* insecure: do not verify TLS certificates */
+	unsigned payload_signing; /* payload_signing=auto|always|never */
+	/* credentials */
+	char *profile;	   /* profile=NAME */
+	char *passwd_file; /* passwd_file=FILE */
+	bool anonymous;	   /* anonymous (alias public_bucket=1) */
+	/* network */
+	uint64_t connect_timeout_ms; /* connect_timeout=DURATION */
+	uint64_t io_timeout_ms;	     /* io_timeout=DURATION */
+	uint64_t timeout_ms;	     /* timeout=DURATION, whole request */
+	uint64_t retries;	     /* retries=N */
+	/* uploads */
+	uint64_t part_size;	      /* part_size=SIZE */
+	uint64_t multipart_threshold; /* multipart_threshold=SIZE */
+	uint64_t parallel;	      /* parallel=N */
+	/* logging */
+	unsigned log_level; /* log_level=error|warn|info|debug|trace */
+};
+
+/* Fill @o with the table's defaults.  0 or -ENOMEM. */
+int options_init(struct options *o);
+
+/* Free what @o owns; NULL-safe; @o may be initialised again. */
+void options_release(struct options *o);
+
+/*
+ * Set one option by name.  @value NULL means the bare word ("path_style"),
+ * allowed for booleans only, where it means true.  0, or -EINVAL with one
+ * line appended to @err.
+ */
+int options_set(struct options *o, const char *name, const char *value,
+		struct buf *err);
+
+/*
+ * A comma-separated list as -o takes it: "a=1,b,c=x".  A backslash escapes
+ * the next character (so values may hold commas).  Stops at the first bad
+ * item: 0 or -EINVAL with @err filled.
+ */
+int options_parse_list(struct options *o, const char *list, struct buf *err);
+
+/*
+ * Every S3CACHEFS_<NAME> variable of @envp (NULL-terminated, as environ):
+ * S3CACHEFS_PART_SIZE=16M sets part_size.  Unknown S3CACHEFS_ variables are
+ * refused like unknown -o options, except those in @ignore (NULL-terminated
+ * list of full variable names, or NULL), which tools use for their own.
+ */
+int options_load_env(struct options *o, char *const *envp,
+		     const char *const *ignore, struct buf *err);
+
+/*
+ * A config file: one "name = value" or bare "name" per line, '#' comments,
+ * blank lines.  Errors name the file and line.  -ENOENT when it does not
+ * exist (not logged: callers decide whether that matters).
+ */
+int options_load_file(struct options *o, const char *path, struct buf *err);
+
+/* Print every option with its type, default and help, grouped, to @f. */
+void options_help(FILE *f);
+
+/*
+ * Translate into the S3 client's and the credentials' configuration.  The
+ * conf structs borrow strings from @o, which must outlive them.  -EINVAL
+ * when options contradict each other (path_style with virtual_host).
+ */
+int options_to_s3_conf(const struct options *o, const char *bucket,
+		       struct s3_conf *conf, struct creds_conf *cc,
+		       struct buf *err);
+
+#endif
