@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct http;
+
 struct http_conf {
 	uint32_t connect_timeout_ms; /* TCP + TLS handshake */
 	uint32_t io_timeout_ms;	     /* abort when no byte moves this long */
@@ -26,7 +28,11 @@ struct http_conf {
 	unsigned max_idle;	     /* idle handles kept in the pool */
 };
 
-/* Called for each response header line; return 0 or -errno to abort. */
+/*
+ * Called for each response header; return 0 or -errno to abort.  The status
+ * line comes first as the pseudo-header ":status" with the numeric code as
+ * its value, so callbacks know the status before any body byte arrives.
+ */
 typedef int (*http_header_fn)(void *ctx, const char *name, size_t name_len,
 			      const char *value, size_t value_len);
 /* Called with each piece of the response body; 0 or -errno to abort. */

@@ -38,6 +38,13 @@ bool log_enabled(enum log_level level);
 /* Parse "error", "warn", "info", "debug" or "trace"; 0 or -EINVAL. */
 int log_parse_level(const char *s, enum log_level *out);
 
+/*
+ * How many error-level messages were emitted so far.  A tool compares it
+ * before and after a call to know whether the library already told the user
+ * what went wrong, so that every failure gives exactly one line.
+ */
+unsigned long log_error_count(void);
+
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

@@ -227,6 +227,9 @@ int s3_delete_many(struct s3 *s, const char *const *keys, size_t n,
 
 void s3_get_stats(struct s3 *s, struct s3_stats *out);
 
+/* "get", "put", ... for stats output. */
+const char *s3_op_name(enum s3_op op);
+
 /*
  * The one mapping from an HTTP status and S3 error code (may be NULL) to a
  * negative errno; 0 for 2xx.

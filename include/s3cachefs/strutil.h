@@ -42,6 +42,12 @@ void sha256_hex(const void *data, size_t len, char out[65]);
  */
 int parse_iso8601(const char *s, int64_t *out);
 
+/*
+ * Parse an HTTP date (IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", as S3
+ * sends Last-Modified) into seconds since the epoch.  0 or -EINVAL.
+ */
+int parse_http_date(const char *s, int64_t *out);
+
 /* Format @t as "YYYYMMDDTHHMMSSZ" (SigV4's X-Amz-Date), UTC. */
 void format_amz_date(time_t t, char out[17]);
 

@@ -20,6 +20,7 @@
 static atomic_int log_level = LOG_LVL_WARN;
 static const char *log_ident = "s3cachefs";
 static bool log_syslog;
+static atomic_ulong log_errors;
 
 static const char *const level_names[] = {
 	[LOG_LVL_ERROR] = "error", [LOG_LVL_WARN] = "warn",
@@ -84,6 +85,11 @@ static int syslog_priority(enum log_level level)
 	}
 }
 
+unsigned long log_error_count(void)
+{
+	return atomic_load(&log_errors);
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	char line[2048];
@@ -94,6 +100,8 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 	if (!log_enabled(level))
 		return;
+	if (level == LOG_LVL_ERROR)
+		atomic_fetch_add(&log_errors, 1);
 	if (!log_syslog) {
 		w = snprintf(line, sizeof(line), "%s: ", log_ident);
 		if (w > 0)

@@ -173,6 +173,42 @@ int parse_iso8601(const char *s, int64_t *out)
 	return 0;
 }
 
+int parse_http_date(const char *s, int64_t *out)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	struct tm tm;
+	const char *m;
+	time_t t;
+	int d, y, h, mi, sec;
+
+	/* "Sun, 06 Nov 1994 08:49:37 GMT": fixed widths, C locale names */
+	if (strlen(s) != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' ||
+	    s[11] != ' ' || s[16] != ' ' || s[19] != ':' || s[22] != ':' ||
+	    strcmp(s + 25, " GMT") != 0)
+		return -EINVAL;
+	if (digits(s + 5, 2, &d) || digits(s + 12, 4, &y) ||
+	    digits(s + 17, 2, &h) || digits(s + 20, 2, &mi) ||
+	    digits(s + 23, 2, &sec))
+		return -EINVAL;
+	for (m = months; *m; m += 3)
+		if (strncmp(m, s + 8, 3) == 0)
+			break;
+	if (!*m || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return -EINVAL;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = (int)((m - months) / 3);
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	*out = (int64_t)t;
+	return 0;
+}
+
 void format_amz_date(time_t t, char out[17])
 {
 	struct tm tm;
