@@ -4,7 +4,8 @@
  *   1. anonymous, when asked for (public buckets: no signing at all);
  *   2. passwd_file= : s3fs's format, "ACCESS:SECRET" or
  *      "BUCKET:ACCESS:SECRET" lines, refused unless its mode is 0600 or
- *      stricter (no group or other bits);
+ *      stricter (no group or other bits; /etc/passwd-s3fs may be 0640,
+ *      group-readable, as s3fs allows);
  *   3. profile= : that profile of the shared files (below), explicitly;
  *   4. the environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
  *      AWS_SESSION_TOKEN;
@@ -44,8 +45,9 @@ struct creds_conf {
  * Resolve the chain above into *out (caller releases).  0; -ENOENT when no
  * source has credentials (logged with the list of places tried); -EACCES
  * when a passwd file is readable by group or others; -EINVAL when a file
- * that was named is malformed or a named profile does not exist (logged,
- * file and line, no secret).
+ * that is read is malformed (named or default: a broken ~/.passwd-s3fs
+ * stops the chain, as in s3fs and the AWS CLI) or a named profile does not
+ * exist or holds no key pair (logged, file and line, no secret).
  */
 int creds_resolve(const struct creds_conf *conf, struct s3_creds *out);
 
