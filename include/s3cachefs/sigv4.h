@@ -9,6 +9,16 @@
  * Header names are lowercased and sorted; values are trimmed and inner runs
  * of white space collapsed to one space; repeated names are joined with ','
  * in the order given.
+ *
+ * Every function leaves @out as it was on error, and returns 0, -ENOMEM,
+ * -EMSGSIZE (a bounded @out is full) or -EINVAL for input that cannot be
+ * signed: a missing method, path or date; no headers; a header name that is
+ * not an HTTP token; CR or LF in a header value (header injection); an empty
+ * region, service or access key, or one holding white space, '/' or ','.
+ * A NULL query value counts as "".  payload_hash may be any single printable
+ * word (hex, UNSIGNED-PAYLOAD, S3's STREAMING-* values).  The caller puts
+ * "host" and "x-amz-date" (equal to amz_date) among the headers: the signer
+ * signs what it is given and does not add or check them.
  */
 #ifndef S3CACHEFS_SIGV4_H
 #define S3CACHEFS_SIGV4_H
@@ -51,7 +61,7 @@ struct sigv4_creds {
 
 /*
  * Append the canonical query string of @q (@n pairs) to @out: the same
- * string the request URL must carry after '?'.  0 or -ENOMEM.
+ * string the request URL must carry after '?'.
  */
 int sigv4_canonical_query(const struct sigv4_kv *q, size_t n, struct buf *out);
 
