@@ -9,6 +9,11 @@
  * and, where it helps, the value ("unknown option 'foo'", "option
  * 'part_size': '3X' is not a size").  Secrets have no option: credentials
  * come from the chain of creds.h, never from a process's arguments.
+ *
+ * Every setter may also return -ENOMEM.  An empty value ("endpoint=")
+ * resets a string option to none, so a later source can undo an earlier
+ * one.  User text quoted in messages is cut to 72 characters with control
+ * characters shown as '?', so a message is always one line.
  */
 #ifndef S3CACHEFS_OPTIONS_H
 #define S3CACHEFS_OPTIONS_H
@@ -84,7 +89,8 @@ int options_load_env(struct options *o, char *const *envp,
 /*
  * A config file: one "name = value" or bare "name" per line, '#' comments,
  * blank lines.  Errors name the file and line.  -ENOENT when it does not
- * exist (not logged: callers decide whether that matters).
+ * exist (not logged: callers decide whether that matters); -EFBIG over
+ * 1 MiB; other read errors as -errno; -EINVAL for a NUL byte or a bad line.
  */
 int options_load_file(struct options *o, const char *path, struct buf *err);
 

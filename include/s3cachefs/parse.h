@@ -19,7 +19,9 @@ int parse_size(const char *s, uint64_t *out);
 
 /*
  * A duration in milliseconds: "250ms", "30s", "5m", "24h", "7d", "1w",
- * combinations like "1h30m", or a bare number of seconds ("30").
+ * combinations like "1h30m" (units lowercase, largest first, each once),
+ * fractions ("1.5h", rounded down to a millisecond), or a bare number of
+ * seconds ("30").
  */
 int parse_duration_ms(const char *s, uint64_t *out);
 
