@@ -7,8 +7,13 @@
  * the error result instead (S3 may answer 200 with an error body, for
  * example to CompleteMultipartUpload): check s3_xml_is_error() first.
  *
- * Listing keys, prefixes, StartAfter and Delimiter are URL-decoded when the
- * body says <EncodingType>url</EncodingType>, wherever that element stands.
+ * Listing keys, CommonPrefixes and NextMarker are URL-decoded when the body
+ * says <EncodingType>url</EncodingType>, wherever that element stands; any
+ * other EncodingType is refused (-EPROTO) rather than misread.
+ *
+ * Bounds: the whole body (max_bytes, which must be > 0), each kept field
+ * (64 KiB, -EMSGSIZE) and nesting (32 levels, -EPROTO); DOCTYPE and entity
+ * declarations are refused.  Feeding after a successful finish is -EINVAL.
  */
 #ifndef S3CACHEFS_S3XML_H
 #define S3CACHEFS_S3XML_H
@@ -19,7 +24,7 @@
 
 struct s3_list_entry {
 	char *key;  /* decoded */
-	char *etag; /* as sent, quotes included: "\"abc\"" */
+	char *etag; /* as sent, quotes included: "\"abc\"", or NULL */
 	uint64_t size;
 	int64_t mtime; /* LastModified, seconds since the epoch */
 };
@@ -29,8 +34,12 @@ struct s3_list_page {
 	size_t n_entries;
 	char **prefixes; /* CommonPrefixes, decoded */
 	size_t n_prefixes;
-	bool truncated;	  /* IsTruncated */
-	char *next_token; /* NextContinuationToken (or NextMarker), or NULL */
+	bool truncated; /* IsTruncated */
+	/*
+	 * NextContinuationToken (or NextMarker), or NULL.  A truncated V1
+	 * listing without a delimiter has none: page on from the last key.
+	 */
+	char *next_token;
 };
 
 struct s3_error_info {
@@ -42,9 +51,9 @@ struct s3_error_info {
 };
 
 struct s3_delete_failure {
-	char *key;
-	char *code;
-	char *message;
+	char *key;     /* never NULL */
+	char *code;    /* or NULL */
+	char *message; /* or NULL */
 };
 
 enum s3_xml_kind {
