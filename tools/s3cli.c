@@ -708,6 +708,20 @@ int main(int argc, char **argv)
 	else
 		rc = usage_error("unknown command '%s'", cmd);
 out:
+	if (c.s3 && log_enabled(LOG_LVL_DEBUG)) {
+		struct s3_stats st;
+		uint64_t n = 0;
+		int k;
+
+		s3_get_stats(c.s3, &st);
+		for (k = 0; k < S3_OP_COUNT; k++)
+			n += st.requests[k];
+		log_debug("stats: %" PRIu64 " requests over %" PRIu64
+			  " connections, %" PRIu64 " retries, %" PRIu64
+			  " bytes down, %" PRIu64 " bytes up",
+			  n, st.connects, st.retries, st.bytes_down,
+			  st.bytes_up);
+	}
 	s3_close(c.s3);
 	creds_release(&c.creds);
 	options_release(&c.opts);

@@ -132,6 +132,7 @@ struct s3_stats {
 	uint64_t requests[S3_OP_COUNT]; /* attempts, retries included */
 	uint64_t retries;
 	uint64_t errors;
+	uint64_t connects; /* new TCP connections: the rest rode warm ones */
 	uint64_t bytes_down;
 	uint64_t bytes_up;
 };

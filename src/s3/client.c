@@ -645,8 +645,11 @@ void s3_close(struct s3 *s)
 
 void s3_get_stats(struct s3 *s, struct s3_stats *out)
 {
+	struct http_stats hs;
 	int i;
 
+	http_get_stats(s->http, &hs);
+	out->connects = hs.connects;
 	for (i = 0; i < S3_OP_COUNT; i++)
 		out->requests[i] = atomic_load(&s->requests[i]);
 	out->retries = atomic_load(&s->retries);
