@@ -62,8 +62,8 @@ static void usage(FILE *f)
 		"  put [--content-type T] [--meta NAME=VALUE]... FILE|- "
 		"s3://BUCKET/KEY\n"
 		"  cp s3://BUCKET/SRC s3://BUCKET/DST  server-side copy\n"
-		"  rm [-r] s3://BUCKET/KEY...        delete keys (-r: all "
-		"under each prefix)\n"
+		"  rm [-r] s3://BUCKET/KEY...        delete keys (-r: "
+		"everything in each folder)\n"
 		"  mb s3://BUCKET                    create a bucket\n"
 		"  check s3://BUCKET                 check bucket, credentials "
 		"and region\n"
@@ -166,18 +166,46 @@ static void format_time(int64_t t, char out[32])
 
 /* ---------------------------------------------------------------------- */
 
+/*
+ * Print a key so that one entry is always one line: backslash and control
+ * characters are escaped (\\, \t, \n, \r, \xHH); everything else, UTF-8
+ * included, is printed as it is.
+ */
+static void print_key(const char *k)
+{
+	for (; *k; k++) {
+		unsigned char c = (unsigned char)*k;
+
+		if (c == '\\')
+			fputs("\\\\", stdout);
+		else if (c == '\t')
+			fputs("\\t", stdout);
+		else if (c == '\n')
+			fputs("\\n", stdout);
+		else if (c == '\r')
+			fputs("\\r", stdout);
+		else if (c < 0x20 || c == 0x7f)
+			printf("\\x%02x", c);
+		else
+			putchar(c);
+	}
+	putchar('\n');
+}
+
 static int print_page(void *ctx, const struct s3_list_page *p)
 {
 	size_t i;
 	char when[32];
 
 	(void)ctx;
-	for (i = 0; i < p->n_prefixes; i++)
-		printf("PRE\t%s\n", p->prefixes[i]);
+	for (i = 0; i < p->n_prefixes; i++) {
+		fputs("PRE\t", stdout);
+		print_key(p->prefixes[i]);
+	}
 	for (i = 0; i < p->n_entries; i++) {
 		format_time(p->entries[i].mtime, when);
-		printf("%" PRIu64 "\t%s\t%s\n", p->entries[i].size, when,
-		       p->entries[i].key);
+		printf("%" PRIu64 "\t%s\t", p->entries[i].size, when);
+		print_key(p->entries[i].key);
 	}
 	return ferror(stdout) ? -EIO : 0;
 }
@@ -573,12 +601,23 @@ static int cmd_rm(struct cli *c, int argc, char **argv)
 		goto out;
 	for (i = first; i < argc && rc == 0; i++) {
 		const char *key = strchr(argv[i] + 5, '/');
+		char *folder = NULL;
 
 		key = key ? key + 1 : "";
-		if (recursive)
+		if (recursive) {
+			/* "dir" means the folder dir/, never dir2/ or "dir" */
+			if (*key && key[strlen(key) - 1] != '/') {
+				if (asprintf(&folder, "%s/", key) < 0) {
+					rc = fail(c, "rm", argv[i], -ENOMEM);
+					break;
+				}
+				key = folder;
+			}
 			rc = s3_list_all(c->s3, key, NULL, collect_keys, &keys);
-		else
+		} else {
 			rc = key_list_add(&keys, key);
+		}
+		free(folder);
 		if (rc < 0)
 			rc = fail(c, "rm: list", argv[i], rc);
 	}

@@ -1099,6 +1099,7 @@ static int s3_do(struct s3 *s, struct req *r)
 
 		attempt_reset(&a);
 		s3_error_info_release(&err);
+		rc = 0;
 		if (r->ranged || delivered) {
 			uint64_t off = r->range_off + delivered;
 
@@ -1204,6 +1205,16 @@ static int s3_do(struct s3 *s, struct req *r)
 			if (a.xml && a.xml_is_error &&
 			    s3_xml_finish(a.xml) == 0 && s3_xml_is_error(a.xml))
 				s3_xml_take_error(a.xml, &err);
+			/*
+			 * A HEAD answer has no body: a bucket in another region
+			 * shows only in x-amz-bucket-region.  Name it as S3
+			 * does in the bodies of other requests.
+			 */
+			if (!err.code && a.bucket_region &&
+			    strcmp(a.bucket_region, s->region) != 0 &&
+			    (a.status == 301 || a.status == 400))
+				err.code =
+					strdup("AuthorizationHeaderMalformed");
 			rc = s3_status_to_errno(a.status, err.code);
 		} else {
 			rc = transport_rc;

@@ -22,7 +22,7 @@ deb_packages=(
     build-essential clang meson ninja-build pkg-config
     libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libsqlite3-dev
     zlib1g-dev libexpat1-dev
-    python3 python3-pytest python3-boto3 ca-certificates
+    python3 python3-pytest python3-boto3 ca-certificates openssl
 )
 
 install_deps() {
