@@ -131,12 +131,31 @@ static int digits(const char *s, int n, int *out)
 	return 0;
 }
 
-int parse_iso8601(const char *s, int64_t *out)
+/* Seconds since the epoch of a UTC calendar time (month 1-12). */
+static int utc_seconds(int y, int mo, int d, int h, int mi, int sec,
+		       int64_t *out)
 {
 	struct tm tm;
+	time_t t;
+
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	*out = (int64_t)t;
+	return 0;
+}
+
+int parse_iso8601(const char *s, int64_t *out)
+{
 	int y, mo, d, h, mi, sec;
 	const char *p;
-	time_t t;
 
 	if (strlen(s) < 19 || s[4] != '-' || s[7] != '-' ||
 	    (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' ||
@@ -159,26 +178,13 @@ int parse_iso8601(const char *s, int64_t *out)
 	}
 	if (!(p[0] == 'Z' && p[1] == '\0') && strcmp(p, "+00:00") != 0)
 		return -EINVAL;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	t = timegm(&tm);
-	if (t == (time_t)-1)
-		return -EINVAL;
-	*out = (int64_t)t;
-	return 0;
+	return utc_seconds(y, mo, d, h, mi, sec, out);
 }
 
 int parse_http_date(const char *s, int64_t *out)
 {
 	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-	struct tm tm;
 	const char *m;
-	time_t t;
 	int d, y, h, mi, sec;
 
 	/* "Sun, 06 Nov 1994 08:49:37 GMT": fixed widths, C locale names */
@@ -195,18 +201,7 @@ int parse_http_date(const char *s, int64_t *out)
 			break;
 	if (!*m || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
 		return -EINVAL;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = y - 1900;
-	tm.tm_mon = (int)((m - months) / 3);
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	t = timegm(&tm);
-	if (t == (time_t)-1)
-		return -EINVAL;
-	*out = (int64_t)t;
-	return 0;
+	return utc_seconds(y, (int)((m - months) / 3) + 1, d, h, mi, sec, out);
 }
 
 void format_amz_date(time_t t, char out[17])
