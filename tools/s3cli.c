@@ -57,8 +57,11 @@ static void usage(FILE *f)
 		"(-r: every key)\n"
 		"  stat s3://BUCKET/KEY              size, ETag, mtime, "
 		"metadata\n"
-		"  get [--range A-B|A-] [--if-match ETAG] s3://BUCKET/KEY "
-		"[FILE|-]\n"
+		"  get [--range A-B|A-] [--if-match ETAG] [--if-none-match "
+		"ETAG]\n"
+		"      s3://BUCKET/KEY [FILE|-]      (FILE is left as it is "
+		"when "
+		"not modified)\n"
 		"  put [--content-type T] [--meta NAME=VALUE]... FILE|- "
 		"s3://BUCKET/KEY\n"
 		"  cp s3://BUCKET/SRC s3://BUCKET/DST  server-side copy\n"
@@ -328,6 +331,7 @@ static int cmd_get(struct cli *c, int argc, char **argv)
 {
 	struct s3_get_opts go = {0, S3_TO_END, NULL, NULL};
 	struct fd_sink sink = {.fd = STDOUT_FILENO};
+	struct s3_object_info info = {0};
 	char tmp[PATH_MAX] = "";
 	const char *dest = "-";
 	struct uri u = {0};
@@ -341,6 +345,9 @@ static int cmd_get(struct cli *c, int argc, char **argv)
 						   argv[i]);
 		} else if (strcmp(argv[i], "--if-match") == 0 && i + 1 < argc) {
 			go.if_match = argv[++i];
+		} else if (strcmp(argv[i], "--if-none-match") == 0 &&
+			   i + 1 < argc) {
+			go.if_none_match = argv[++i];
 		} else {
 			return usage_error("get: unknown flag '%s'", argv[i]);
 		}
@@ -374,9 +381,16 @@ static int cmd_get(struct cli *c, int argc, char **argv)
 		}
 		sink.seekable = true;
 	}
-	rc = s3_get(c->s3, u.key, &go, fd_sink_write, &sink, NULL);
+	rc = s3_get(c->s3, u.key, &go, fd_sink_write, &sink, &info);
 	if (rc < 0) {
 		rc = fail(c, "get", argv[i], rc);
+		goto out;
+	}
+	if (info.not_modified) {
+		/* the caller's copy is current: leave FILE as it is */
+		log_info("'%s' not modified since ETag %s", argv[i],
+			 go.if_none_match);
+		rc = 0;
 		goto out;
 	}
 	if (sink.seekable) {
@@ -398,6 +412,7 @@ out:
 		close(sink.fd);
 	if (tmp[0])
 		unlink(tmp);
+	s3_object_info_release(&info);
 	free(u.bucket);
 	return rc;
 }
