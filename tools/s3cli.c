@@ -216,7 +216,7 @@ static int print_page(void *ctx, const struct s3_list_page *p)
 static int cmd_ls(struct cli *c, int argc, char **argv)
 {
 	bool recursive = false;
-	struct uri u = {0};
+	struct uri u = { 0 };
 	int i, rc;
 
 	for (i = 1; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
@@ -242,8 +242,8 @@ static int cmd_ls(struct cli *c, int argc, char **argv)
 
 static int cmd_stat(struct cli *c, int argc, char **argv)
 {
-	struct s3_object_info info = {0};
-	struct uri u = {0};
+	struct s3_object_info info = { 0 };
+	struct uri u = { 0 };
 	char when[32];
 	size_t i;
 	int rc;
@@ -329,12 +329,12 @@ static int parse_range(const char *s, struct s3_get_opts *o)
 
 static int cmd_get(struct cli *c, int argc, char **argv)
 {
-	struct s3_get_opts go = {0, S3_TO_END, NULL, NULL};
-	struct fd_sink sink = {.fd = STDOUT_FILENO};
-	struct s3_object_info info = {0};
+	struct s3_get_opts go = { 0, S3_TO_END, NULL, NULL };
+	struct fd_sink sink = { .fd = STDOUT_FILENO };
+	struct s3_object_info info = { 0 };
 	char tmp[PATH_MAX] = "";
 	const char *dest = "-";
-	struct uri u = {0};
+	struct uri u = { 0 };
 	int i, rc;
 
 	for (i = 1; i < argc && strncmp(argv[i], "--", 2) == 0; i++) {
@@ -457,8 +457,8 @@ static int spool_stdin(int *fd_out, uint64_t *len_out)
 static int cmd_put(struct cli *c, int argc, char **argv)
 {
 	struct s3_meta meta[MAX_META];
-	struct s3_put_opts po = {0};
-	struct uri u = {0};
+	struct s3_put_opts po = { 0 };
+	struct uri u = { 0 };
 	struct stat st;
 	uint64_t len = 0;
 	char *etag = NULL;
@@ -519,7 +519,7 @@ out:
 
 static int cmd_cp(struct cli *c, int argc, char **argv)
 {
-	struct uri a = {0}, b = {0};
+	struct uri a = { 0 }, b = { 0 };
 	int rc;
 
 	if (argc != 3 || parse_uri(argv[1], true, &a) < 0 ||
@@ -582,9 +582,9 @@ static int collect_keys(void *ctx, const struct s3_list_page *p)
 
 static int cmd_rm(struct cli *c, int argc, char **argv)
 {
-	struct key_list keys = {0};
+	struct key_list keys = { 0 };
 	struct s3_delete_failure *failed = NULL;
-	struct uri u = {0};
+	struct uri u = { 0 };
 	bool recursive = false;
 	size_t n_failed = 0, k;
 	char *bucket = NULL;
@@ -655,7 +655,7 @@ out:
 
 static int cmd_bucket(struct cli *c, int argc, char **argv, bool create)
 {
-	struct uri u = {0};
+	struct uri u = { 0 };
 	int rc;
 
 	if (argc != 2 || parse_uri(argv[1], false, &u) < 0 || *u.key) {
@@ -680,12 +680,12 @@ static int cmd_bucket(struct cli *c, int argc, char **argv, bool create)
 int main(int argc, char **argv)
 {
 	static const struct option long_opts[] = {
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct buf err = BUF_INIT(4096);
-	struct cli c = {0};
+	struct cli c = { 0 };
 	enum log_level level;
 	int opt, verbose = 0, rc;
 	const char *cmd;

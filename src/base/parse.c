@@ -169,12 +169,12 @@ static const struct {
 	const char *name;
 	uint64_t ms;
 } duration_units[] = {
-	{"w", 7 * 24 * 3600 * 1000ULL},
-	{"d", 24 * 3600 * 1000ULL},
-	{"h", 3600 * 1000ULL},
-	{"m", 60 * 1000ULL},
-	{"s", 1000ULL},
-	{"ms", 1ULL},
+	{ "w", 7 * 24 * 3600 * 1000ULL },
+	{ "d", 24 * 3600 * 1000ULL },
+	{ "h", 3600 * 1000ULL },
+	{ "m", 60 * 1000ULL },
+	{ "s", 1000ULL },
+	{ "ms", 1ULL },
 };
 
 #define N_DURATION_UNITS (sizeof(duration_units) / sizeof(duration_units[0]))
@@ -243,8 +243,8 @@ int parse_duration_ms(const char *s, uint64_t *out)
 
 int parse_bool(const char *s, bool *out)
 {
-	static const char *const yes[] = {"1", "yes", "true", "on"};
-	static const char *const no[] = {"0", "no", "false", "off"};
+	static const char *const yes[] = { "1", "yes", "true", "on" };
+	static const char *const no[] = { "0", "no", "false", "off" };
 	size_t i;
 
 	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {

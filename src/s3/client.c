@@ -199,45 +199,45 @@ struct code_errno {
 };
 
 static const struct code_errno code_table[] = {
-	{"NoSuchKey", -ENOENT},
-	{"NoSuchBucket", -ENOENT},
-	{"NoSuchUpload", -ENOENT},
-	{"NoSuchVersion", -ENOENT},
-	{"AccessDenied", -EACCES},
-	{"AllAccessDisabled", -EACCES},
-	{"AccountProblem", -EACCES},
-	{"InvalidAccessKeyId", -EACCES},
-	{"SignatureDoesNotMatch", -EACCES},
-	{"InvalidSecurity", -EACCES},
-	{"ExpiredToken", -EACCES},
-	{"InvalidToken", -EACCES},
-	{"TokenRefreshRequired", -EACCES},
-	{"PreconditionFailed", -ESTALE},
-	{"KeyTooLongError", -ENAMETOOLONG},
-	{"EntityTooLarge", -EFBIG},
-	{"MaxMessageLengthExceeded", -EFBIG},
-	{"AuthorizationHeaderMalformed", -EREMOTE},
-	{"PermanentRedirect", -EREMOTE},
-	{"TemporaryRedirect", -EREMOTE},
-	{"IllegalLocationConstraintException", -EREMOTE},
-	{"InvalidRange", -ERANGE},
-	{"NotImplemented", -EOPNOTSUPP},
-	{"MethodNotAllowed", -EOPNOTSUPP},
-	{"BucketAlreadyOwnedByYou", -EEXIST},
-	{"BucketAlreadyExists", -EEXIST},
-	{"BucketNotEmpty", -ENOTEMPTY},
-	{"InvalidBucketName", -EINVAL},
-	{"InvalidArgument", -EINVAL},
-	{"InvalidRequest", -EINVAL},
-	{"InvalidURI", -EINVAL},
-	{"MalformedXML", -EINVAL},
-	{"InvalidPart", -EINVAL},
-	{"InvalidPartOrder", -EINVAL},
-	{"EntityTooSmall", -EINVAL},
-	{"InvalidDigest", -EINVAL},
-	{"MissingContentLength", -EINVAL},
-	{"QuotaExceeded", -EDQUOT},
-	{"RequestTimeout", -ETIMEDOUT},
+	{ "NoSuchKey", -ENOENT },
+	{ "NoSuchBucket", -ENOENT },
+	{ "NoSuchUpload", -ENOENT },
+	{ "NoSuchVersion", -ENOENT },
+	{ "AccessDenied", -EACCES },
+	{ "AllAccessDisabled", -EACCES },
+	{ "AccountProblem", -EACCES },
+	{ "InvalidAccessKeyId", -EACCES },
+	{ "SignatureDoesNotMatch", -EACCES },
+	{ "InvalidSecurity", -EACCES },
+	{ "ExpiredToken", -EACCES },
+	{ "InvalidToken", -EACCES },
+	{ "TokenRefreshRequired", -EACCES },
+	{ "PreconditionFailed", -ESTALE },
+	{ "KeyTooLongError", -ENAMETOOLONG },
+	{ "EntityTooLarge", -EFBIG },
+	{ "MaxMessageLengthExceeded", -EFBIG },
+	{ "AuthorizationHeaderMalformed", -EREMOTE },
+	{ "PermanentRedirect", -EREMOTE },
+	{ "TemporaryRedirect", -EREMOTE },
+	{ "IllegalLocationConstraintException", -EREMOTE },
+	{ "InvalidRange", -ERANGE },
+	{ "NotImplemented", -EOPNOTSUPP },
+	{ "MethodNotAllowed", -EOPNOTSUPP },
+	{ "BucketAlreadyOwnedByYou", -EEXIST },
+	{ "BucketAlreadyExists", -EEXIST },
+	{ "BucketNotEmpty", -ENOTEMPTY },
+	{ "InvalidBucketName", -EINVAL },
+	{ "InvalidArgument", -EINVAL },
+	{ "InvalidRequest", -EINVAL },
+	{ "InvalidURI", -EINVAL },
+	{ "MalformedXML", -EINVAL },
+	{ "InvalidPart", -EINVAL },
+	{ "InvalidPartOrder", -EINVAL },
+	{ "EntityTooSmall", -EINVAL },
+	{ "InvalidDigest", -EINVAL },
+	{ "MissingContentLength", -EINVAL },
+	{ "QuotaExceeded", -EDQUOT },
+	{ "RequestTimeout", -ETIMEDOUT },
 };
 
 int s3_status_to_errno(long status, const char *code)
@@ -691,7 +691,7 @@ static uint64_t now_ms(void)
 
 static void sleep_ms(uint32_t ms)
 {
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -987,18 +987,18 @@ static int build_request(struct s3 *s, struct req *r, const char *amz_date,
 			      : buf_adds(&hostv, s->host);
 	if (rc < 0)
 		goto out;
-	hv[n++] = (struct sigv4_kv){"host", buf_str(&hostv)};
+	hv[n++] = (struct sigv4_kv){ "host", buf_str(&hostv) };
 	for (i = 0; i < r->n_headers; i++)
 		hv[n++] = r->headers[i];
 	if (range)
-		hv[n++] = (struct sigv4_kv){"range", range};
+		hv[n++] = (struct sigv4_kv){ "range", range };
 	if (!s->anonymous) {
-		hv[n++] = (struct sigv4_kv){"x-amz-date", amz_date};
-		hv[n++] =
-			(struct sigv4_kv){"x-amz-content-sha256", payload_hash};
+		hv[n++] = (struct sigv4_kv){ "x-amz-date", amz_date };
+		hv[n++] = (struct sigv4_kv){ "x-amz-content-sha256",
+					     payload_hash };
 		if (s->session_token)
-			hv[n++] = (struct sigv4_kv){"x-amz-security-token",
-						    s->session_token};
+			hv[n++] = (struct sigv4_kv){ "x-amz-security-token",
+						     s->session_token };
 	}
 	qsort(hv, n, sizeof(hv[0]), sort_headers_cmp);
 	if (!s->anonymous) {
@@ -1014,7 +1014,7 @@ static int build_request(struct s3 *s, struct req *r, const char *amz_date,
 			.service = "s3",
 			.amz_date = amz_date,
 		};
-		struct sigv4_creds cr = {s->access_key, s->secret_key};
+		struct sigv4_creds cr = { s->access_key, s->secret_key };
 
 		rc = sigv4_authorization(&in, &cr, &auth);
 		if (rc < 0)
@@ -1065,8 +1065,8 @@ out:
 static int s3_do(struct s3 *s, struct req *r)
 {
 	const char *hdr_ptrs[MAX_HEADERS + 8];
-	struct attempt a = {.s = s, .r = r};
-	struct s3_error_info err = {0};
+	struct attempt a = { .s = s, .r = r };
+	struct s3_error_info err = { 0 };
 	char payload_hash[65], amz_date[17], range[64];
 	const char *etag_seen = r->if_match;
 	char *etag_copy = NULL;
@@ -1090,8 +1090,8 @@ static int s3_do(struct s3 *s, struct req *r)
 	for (attempt_no = 1;; attempt_no++) {
 		struct buf url = BUF_INIT(BUF_NO_LIMIT);
 		struct buf lines = BUF_INIT(BUF_NO_LIMIT);
-		struct body_src src = {.body = r->body};
-		struct http_request hr = {0};
+		struct body_src src = { .body = r->body };
+		struct http_request hr = { 0 };
 		const char *range_p = NULL;
 		size_t n_hdrs = 0, base_headers = r->n_headers;
 		uint32_t pause;
@@ -1308,7 +1308,7 @@ int s3_head(struct s3 *s, const char *key, struct s3_object_info *out)
 int s3_get(struct s3 *s, const char *key, const struct s3_get_opts *opts,
 	   http_sink_fn sink, void *sink_ctx, struct s3_object_info *info)
 {
-	struct s3_get_opts none = {0, S3_TO_END, NULL, NULL};
+	struct s3_get_opts none = { 0, S3_TO_END, NULL, NULL };
 	struct req r;
 	int rc = check_key(key);
 
@@ -1370,8 +1370,8 @@ static void free_names(const char **names, size_t n)
 int s3_put(struct s3 *s, const char *key, const struct s3_body *body,
 	   const struct s3_put_opts *opts, char **etag_out)
 {
-	const char *names[16] = {0};
-	struct s3_object_info info = {0};
+	const char *names[16] = { 0 };
+	struct s3_object_info info = { 0 };
 	struct req r;
 	int rc = check_key(key);
 
@@ -1410,7 +1410,7 @@ static int take_string(struct req *r, char **out)
 int s3_mpu_create(struct s3 *s, const char *key, const struct s3_put_opts *opts,
 		  char **upload_id)
 {
-	const char *names[16] = {0};
+	const char *names[16] = { 0 };
 	struct req r;
 	int rc = check_key(key);
 
@@ -1438,7 +1438,7 @@ int s3_mpu_put_part(struct s3 *s, const char *key, const char *upload_id,
 		    unsigned part_no, const struct s3_body *body,
 		    char **etag_out)
 {
-	struct s3_object_info info = {0};
+	struct s3_object_info info = { 0 };
 	char num[16];
 	struct req r;
 	int rc;
@@ -1549,8 +1549,8 @@ int s3_mpu_complete(struct s3 *s, const char *key, const char *upload_id,
 		    char *const *part_etags, unsigned n_parts, char **etag_out)
 {
 	struct buf xml = BUF_INIT(BUF_NO_LIMIT);
-	struct s3_body body = {.fd = -1};
-	struct s3_object_info info = {0};
+	struct s3_body body = { .fd = -1 };
+	struct s3_object_info info = { 0 };
 	struct req r;
 	unsigned i;
 	char *etag = NULL;
@@ -1653,7 +1653,7 @@ int s3_list_page(struct s3 *s, const char *prefix, const char *delimiter,
 int s3_list_all(struct s3 *s, const char *prefix, const char *delimiter,
 		s3_list_fn fn, void *ctx)
 {
-	struct s3_list_page page = {0};
+	struct s3_list_page page = { 0 };
 	char *token = NULL;
 	int rc;
 
@@ -1686,7 +1686,7 @@ int s3_list_all(struct s3 *s, const char *prefix, const char *delimiter,
 
 int s3_check_bucket(struct s3 *s)
 {
-	struct s3_list_page page = {0};
+	struct s3_list_page page = { 0 };
 	int rc = s3_list_page(s, NULL, "/", NULL, 1, &page);
 
 	s3_list_page_release(&page);
@@ -1696,7 +1696,7 @@ int s3_check_bucket(struct s3 *s)
 int s3_create_bucket(struct s3 *s)
 {
 	struct buf xml = BUF_INIT(4096);
-	struct s3_body body = {.fd = -1};
+	struct s3_body body = { .fd = -1 };
 	struct req r;
 	int rc = 0;
 
@@ -1720,9 +1720,9 @@ int s3_create_bucket(struct s3 *s)
 int s3_copy(struct s3 *s, const char *src_key, const char *dst_key,
 	    const struct s3_copy_opts *opts, char **etag_out)
 {
-	const char *names[16] = {0};
+	const char *names[16] = { 0 };
 	struct buf src = BUF_INIT(4096);
-	struct s3_put_opts po = {0};
+	struct s3_put_opts po = { 0 };
 	struct req r;
 	int rc = check_key(src_key);
 
@@ -1794,7 +1794,7 @@ static int delete_batch(struct s3 *s, const char *const *keys, size_t n,
 			struct s3_delete_failure **failed, size_t *n_failed)
 {
 	struct buf xml = BUF_INIT(BUF_NO_LIMIT);
-	struct s3_body body = {.fd = -1};
+	struct s3_body body = { .fd = -1 };
 	struct s3_delete_failure *f = NULL, *all;
 	size_t i, nf = 0;
 	char md5[32];

@@ -255,7 +255,7 @@ out:
 int creds_parse_passwd(const char *text, const char *bucket,
 		       struct s3_creds *out)
 {
-	struct parse_err err = {0, NULL};
+	struct parse_err err = { 0, NULL };
 
 	return parse_passwd(text, bucket, out, &err);
 }
@@ -288,11 +288,12 @@ static char **ini_field(struct s3_creds *c, struct span key)
 		const char *key;
 		size_t off;
 	} fields[] = {
-		{"aws_access_key_id", offsetof(struct s3_creds, access_key)},
-		{"aws_secret_access_key",
-		 offsetof(struct s3_creds, secret_key)},
-		{"aws_session_token", offsetof(struct s3_creds, session_token)},
-		{"region", offsetof(struct s3_creds, region)},
+		{ "aws_access_key_id", offsetof(struct s3_creds, access_key) },
+		{ "aws_secret_access_key",
+		  offsetof(struct s3_creds, secret_key) },
+		{ "aws_session_token",
+		  offsetof(struct s3_creds, session_token) },
+		{ "region", offsetof(struct s3_creds, region) },
 	};
 	size_t i;
 
@@ -331,7 +332,7 @@ static void creds_overlay(struct s3_creds *to, struct s3_creds *from)
 static int parse_ini(const char *text, const char *section,
 		     struct s3_creds *out, struct parse_err *err)
 {
-	struct s3_creds got = {0};
+	struct s3_creds got = { 0 };
 	bool in_section = false, seen_header = false, found = false;
 	bool in_value = false;
 	struct span line, name, key, val, rest;
@@ -432,7 +433,7 @@ out:
 
 int creds_parse_ini(const char *text, const char *section, struct s3_creds *out)
 {
-	struct parse_err err = {0, NULL};
+	struct parse_err err = { 0, NULL };
 
 	return parse_ini(text, section, out, &err);
 }
@@ -561,7 +562,7 @@ static int check_passwd_mode(const char *path, mode_t mode)
 static int load_passwd(const char *path, const char *bucket, bool named,
 		       struct s3_creds *c)
 {
-	struct parse_err err = {0, NULL};
+	struct parse_err err = { 0, NULL };
 	struct buf src = BUF_INIT(BUF_NO_LIMIT);
 	struct stat st;
 	char *text = NULL;
@@ -623,7 +624,7 @@ out:
 static int load_ini(const char *path, const char *const *sections,
 		    struct s3_creds *c)
 {
-	struct parse_err err = {0, NULL};
+	struct parse_err err = { 0, NULL };
 	struct stat st;
 	char *text = NULL;
 	size_t len = 0;
@@ -681,10 +682,10 @@ static void drop_empty(char **field)
 static int load_profile(const struct aws_paths *ap, const char *name,
 			bool named, struct s3_creds *c)
 {
-	struct s3_creds from_creds = {0}, got = {0};
+	struct s3_creds from_creds = { 0 }, got = { 0 };
 	struct buf b = BUF_INIT(BUF_NO_LIMIT);
-	const char *creds_sections[2] = {name, NULL};
-	const char *config_sections[3] = {NULL, NULL, NULL};
+	const char *creds_sections[2] = { name, NULL };
+	const char *config_sections[3] = { NULL, NULL, NULL };
 	const char *key_file;
 	char *prefixed = NULL;
 	bool found;
@@ -785,7 +786,7 @@ static int load_env(struct s3_creds *c)
 	const char *ak = env_get("AWS_ACCESS_KEY_ID");
 	const char *sk = env_get("AWS_SECRET_ACCESS_KEY");
 	const char *token = env_get("AWS_SESSION_TOKEN");
-	struct s3_creds got = {0};
+	struct s3_creds got = { 0 };
 	int rc;
 
 	if (!ak && !sk)
@@ -886,8 +887,8 @@ static void log_chosen(const struct s3_creds *c)
 
 int creds_resolve(const struct creds_conf *conf, struct s3_creds *out)
 {
-	struct s3_creds c = {0};
-	struct aws_paths ap = {NULL, NULL};
+	struct s3_creds c = { 0 };
+	struct aws_paths ap = { NULL, NULL };
 	struct buf tried = BUF_INIT(BUF_NO_LIMIT);
 	struct buf b = BUF_INIT(BUF_NO_LIMIT);
 	const char *profile;

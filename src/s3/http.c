@@ -318,7 +318,7 @@ static int set_method(CURL *c, const struct http_request *req)
 int http_perform(struct http *h, const struct http_request *req, long *status)
 {
 	struct curl_slist *hdrs = NULL, *tmp;
-	struct xfer x = {.req = req, .h = h};
+	struct xfer x = { .req = req, .h = h };
 	long io_s, code = 0, connects = 0;
 	CURLcode cc;
 	CURL *c;

@@ -40,7 +40,7 @@ static void *upload_worker(void *arg)
 	struct upload *up = arg;
 
 	for (;;) {
-		struct s3_body body = {.fd = up->fd};
+		struct s3_body body = { .fd = up->fd };
 		unsigned part;
 		int rc;
 
@@ -84,7 +84,7 @@ static int put_multipart(struct s3 *s, const char *key, int fd, uint64_t len,
 {
 	const struct s3_conf *conf = s3_conf_of(s);
 	pthread_t threads[MAX_WORKERS];
-	struct upload up = {.s = s, .key = key, .fd = fd, .len = len};
+	struct upload up = { .s = s, .key = key, .fd = fd, .len = len };
 	char *upload_id = NULL;
 	unsigned i, n_threads, started = 0;
 	int rc;
@@ -135,7 +135,7 @@ int s3_put_file(struct s3 *s, const char *key, int fd, uint64_t len,
 		const struct s3_put_opts *opts, char **etag_out)
 {
 	const struct s3_conf *conf = s3_conf_of(s);
-	struct s3_body body = {.fd = fd, .off = 0, .len = len};
+	struct s3_body body = { .fd = fd, .off = 0, .len = len };
 
 	if (len <= conf->multipart_threshold)
 		return s3_put(s, key, &body, opts, etag_out);

@@ -19,8 +19,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check(const struct s3_creds *c, size_t size)
 {
-	const char *const fields[] = {c->access_key, c->secret_key,
-				      c->session_token, c->region};
+	const char *const fields[] = { c->access_key, c->secret_key,
+				       c->session_token, c->region };
 	size_t i;
 
 	for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
@@ -30,8 +30,9 @@ static void check(const struct s3_creds *c, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const sections[] = {"default", "profile dev", "dev"};
-	struct s3_creds c = {0};
+	static const char *const sections[] = { "default", "profile dev",
+						"dev" };
+	struct s3_creds c = { 0 };
 	char *text;
 	size_t i;
 

@@ -159,7 +159,7 @@ static int rm_one(const char *path, const struct stat *st, int flag,
 
 static void test_passwd_parser(void)
 {
-	struct s3_creds c = {0};
+	struct s3_creds c = { 0 };
 	static char old[] = "old";
 	static const char *const bad[] = {
 		"AKSeCrEt\n",	    "AK:SeCrEt:x:y\n", "AK :SeCrEt\n",
@@ -240,7 +240,7 @@ static void test_passwd_parser(void)
 
 static void test_ini_parser(void)
 {
-	struct s3_creds c = {0};
+	struct s3_creds c = { 0 };
 	static char old[] = "old";
 	static const char *const bad[] = {
 		"[default\naws_access_key_id = AK\n",
@@ -379,8 +379,8 @@ static void set_env_keys(void)
 
 static void test_precedence(void)
 {
-	struct creds_conf conf = {0};
-	struct s3_creds c = {0};
+	struct creds_conf conf = { 0 };
+	struct s3_creds c = { 0 };
 	char pwd[4200], want[4400];
 
 	/* anonymous over everything */
@@ -506,8 +506,8 @@ static void test_precedence(void)
 
 static void test_shared_files(void)
 {
-	struct creds_conf conf = {0};
-	struct s3_creds c = {0};
+	struct creds_conf conf = { 0 };
+	struct s3_creds c = { 0 };
 	char path[4200], path2[4200], want[4400];
 
 	/* region of the profile from the config file */
@@ -634,8 +634,8 @@ static void test_shared_files(void)
 
 static void test_passwd_files(void)
 {
-	struct creds_conf conf = {0};
-	struct s3_creds c = {0};
+	struct creds_conf conf = { 0 };
+	struct s3_creds c = { 0 };
 	static char untouched[] = "untouched";
 	char pwd[4200];
 
@@ -711,8 +711,8 @@ static void test_passwd_files(void)
 /* Failures with secrets all around: none may reach the log. */
 static void test_no_secret_logged(void)
 {
-	struct creds_conf conf = {0};
-	struct s3_creds c = {0};
+	struct creds_conf conf = { 0 };
+	struct s3_creds c = { 0 };
 	char pwd[4200];
 
 	new_home();

@@ -25,26 +25,26 @@ static const struct {
 	const char *name;
 	const char *env; /* NULL for aliases */
 } all_options[] = {
-	{"endpoint", "S3CACHEFS_ENDPOINT"},
-	{"url", NULL},
-	{"region", "S3CACHEFS_REGION"},
-	{"path_style", "S3CACHEFS_PATH_STYLE"},
-	{"virtual_host", "S3CACHEFS_VIRTUAL_HOST"},
-	{"ca_bundle", "S3CACHEFS_CA_BUNDLE"},
-	{"insecure", "S3CACHEFS_INSECURE"},
-	{"payload_signing", "S3CACHEFS_PAYLOAD_SIGNING"},
-	{"profile", "S3CACHEFS_PROFILE"},
-	{"passwd_file", "S3CACHEFS_PASSWD_FILE"},
-	{"anonymous", "S3CACHEFS_ANONYMOUS"},
-	{"public_bucket", NULL},
-	{"connect_timeout", "S3CACHEFS_CONNECT_TIMEOUT"},
-	{"io_timeout", "S3CACHEFS_IO_TIMEOUT"},
-	{"timeout", "S3CACHEFS_TIMEOUT"},
-	{"retries", "S3CACHEFS_RETRIES"},
-	{"part_size", "S3CACHEFS_PART_SIZE"},
-	{"multipart_threshold", "S3CACHEFS_MULTIPART_THRESHOLD"},
-	{"parallel", "S3CACHEFS_PARALLEL"},
-	{"log_level", "S3CACHEFS_LOG_LEVEL"},
+	{ "endpoint", "S3CACHEFS_ENDPOINT" },
+	{ "url", NULL },
+	{ "region", "S3CACHEFS_REGION" },
+	{ "path_style", "S3CACHEFS_PATH_STYLE" },
+	{ "virtual_host", "S3CACHEFS_VIRTUAL_HOST" },
+	{ "ca_bundle", "S3CACHEFS_CA_BUNDLE" },
+	{ "insecure", "S3CACHEFS_INSECURE" },
+	{ "payload_signing", "S3CACHEFS_PAYLOAD_SIGNING" },
+	{ "profile", "S3CACHEFS_PROFILE" },
+	{ "passwd_file", "S3CACHEFS_PASSWD_FILE" },
+	{ "anonymous", "S3CACHEFS_ANONYMOUS" },
+	{ "public_bucket", NULL },
+	{ "connect_timeout", "S3CACHEFS_CONNECT_TIMEOUT" },
+	{ "io_timeout", "S3CACHEFS_IO_TIMEOUT" },
+	{ "timeout", "S3CACHEFS_TIMEOUT" },
+	{ "retries", "S3CACHEFS_RETRIES" },
+	{ "part_size", "S3CACHEFS_PART_SIZE" },
+	{ "multipart_threshold", "S3CACHEFS_MULTIPART_THRESHOLD" },
+	{ "parallel", "S3CACHEFS_PARALLEL" },
+	{ "log_level", "S3CACHEFS_LOG_LEVEL" },
 };
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
@@ -210,75 +210,75 @@ static void test_set_errors(void)
 	static const struct {
 		const char *name, *value, *msg;
 	} cases[] = {
-		{"foo", "1", "unknown option 'foo'"},
-		{"foo", NULL, "unknown option 'foo'"},
-		{"", "1", "unknown option ''"},
-		{"Parallel", "2", "unknown option 'Parallel'"},
-		{"S3CACHEFS_PARALLEL", "2",
-		 "unknown option 'S3CACHEFS_PARALLEL'"},
-		{"endpoint", NULL, "option 'endpoint' needs a value"},
-		{"url", NULL, "option 'url' needs a value"},
-		{"part_size", NULL, "option 'part_size' needs a value"},
-		{"timeout", NULL, "option 'timeout' needs a value"},
-		{"parallel", NULL, "option 'parallel' needs a value"},
-		{"log_level", NULL, "option 'log_level' needs a value"},
-		{"insecure", "maybe",
-		 "option 'insecure': 'maybe' is not a boolean"},
-		{"insecure", "", "option 'insecure': '' is not a boolean"},
-		{"public_bucket", "x",
-		 "option 'public_bucket': 'x' is not a boolean"},
-		{"part_size", "3X", "option 'part_size': '3X' is not a size"},
-		{"part_size", "", "option 'part_size': '' is not a size"},
-		{"part_size", "-1", "option 'part_size': '-1' is not a size"},
-		{"part_size", "4M",
-		 "option 'part_size': '4M' is out of range (5M-5G)"},
-		{"part_size", "5.5G",
-		 "option 'part_size': '5.5G' is out of range (5M-5G)"},
-		{"part_size", "18446744073709551616",
-		 "option 'part_size': '18446744073709551616' is out of range "
-		 "(5M-5G)"},
-		{"multipart_threshold", "1M",
-		 "option 'multipart_threshold': '1M' is out of range "
-		 "(at least 5M)"},
-		{"timeout", "5x", "option 'timeout': '5x' is not a duration"},
-		{"timeout", "30m1h",
-		 "option 'timeout': '30m1h' is not a duration"},
-		{"connect_timeout", "0",
-		 "option 'connect_timeout': '0' is out of range (1ms-1d)"},
-		{"io_timeout", "2d",
-		 "option 'io_timeout': '2d' is out of range (1ms-1d)"},
-		{"retries", "x", "option 'retries': 'x' is not a number"},
-		{"retries", "1.5", "option 'retries': '1.5' is not a number"},
-		{"retries", "101",
-		 "option 'retries': '101' is out of range (0-100)"},
-		{"parallel", "100",
-		 "option 'parallel': '100' is out of range (1-64)"},
-		{"parallel", "0",
-		 "option 'parallel': '0' is out of range (1-64)"},
-		{"parallel", "99999999999999999999",
-		 "option 'parallel': '99999999999999999999' is out of range "
-		 "(1-64)"},
-		{"payload_signing", "maybe",
-		 "option 'payload_signing': 'maybe' is not one of auto, "
-		 "always, never"},
-		{"log_level", "loud",
-		 "option 'log_level': 'loud' is not one of error, warn, info, "
-		 "debug, trace"},
+		{ "foo", "1", "unknown option 'foo'" },
+		{ "foo", NULL, "unknown option 'foo'" },
+		{ "", "1", "unknown option ''" },
+		{ "Parallel", "2", "unknown option 'Parallel'" },
+		{ "S3CACHEFS_PARALLEL", "2",
+		  "unknown option 'S3CACHEFS_PARALLEL'" },
+		{ "endpoint", NULL, "option 'endpoint' needs a value" },
+		{ "url", NULL, "option 'url' needs a value" },
+		{ "part_size", NULL, "option 'part_size' needs a value" },
+		{ "timeout", NULL, "option 'timeout' needs a value" },
+		{ "parallel", NULL, "option 'parallel' needs a value" },
+		{ "log_level", NULL, "option 'log_level' needs a value" },
+		{ "insecure", "maybe",
+		  "option 'insecure': 'maybe' is not a boolean" },
+		{ "insecure", "", "option 'insecure': '' is not a boolean" },
+		{ "public_bucket", "x",
+		  "option 'public_bucket': 'x' is not a boolean" },
+		{ "part_size", "3X", "option 'part_size': '3X' is not a size" },
+		{ "part_size", "", "option 'part_size': '' is not a size" },
+		{ "part_size", "-1", "option 'part_size': '-1' is not a size" },
+		{ "part_size", "4M",
+		  "option 'part_size': '4M' is out of range (5M-5G)" },
+		{ "part_size", "5.5G",
+		  "option 'part_size': '5.5G' is out of range (5M-5G)" },
+		{ "part_size", "18446744073709551616",
+		  "option 'part_size': '18446744073709551616' is out of range "
+		  "(5M-5G)" },
+		{ "multipart_threshold", "1M",
+		  "option 'multipart_threshold': '1M' is out of range "
+		  "(at least 5M)" },
+		{ "timeout", "5x", "option 'timeout': '5x' is not a duration" },
+		{ "timeout", "30m1h",
+		  "option 'timeout': '30m1h' is not a duration" },
+		{ "connect_timeout", "0",
+		  "option 'connect_timeout': '0' is out of range (1ms-1d)" },
+		{ "io_timeout", "2d",
+		  "option 'io_timeout': '2d' is out of range (1ms-1d)" },
+		{ "retries", "x", "option 'retries': 'x' is not a number" },
+		{ "retries", "1.5", "option 'retries': '1.5' is not a number" },
+		{ "retries", "101",
+		  "option 'retries': '101' is out of range (0-100)" },
+		{ "parallel", "100",
+		  "option 'parallel': '100' is out of range (1-64)" },
+		{ "parallel", "0",
+		  "option 'parallel': '0' is out of range (1-64)" },
+		{ "parallel", "99999999999999999999",
+		  "option 'parallel': '99999999999999999999' is out of range "
+		  "(1-64)" },
+		{ "payload_signing", "maybe",
+		  "option 'payload_signing': 'maybe' is not one of auto, "
+		  "always, never" },
+		{ "log_level", "loud",
+		  "option 'log_level': 'loud' is not one of error, warn, info, "
+		  "debug, trace" },
 		/* user text cannot break the line */
-		{"part_size", "1\nfake: line",
-		 "option 'part_size': '1?fake: line' is not a size"},
-		{"bad\tname", "1", "unknown option 'bad?name'"},
-		{"part_size",
-		 "0123456789012345678901234567890123456789012345678901234567"
-		 "890123456789012345678901234567890123456789",
-		 "option 'part_size': '01234567890123456789012345678901234567"
-		 "8901234567890123456789012345678901...' is out of range "
-		 "(5M-5G)"},
-		{"part_size",
-		 "x123456789012345678901234567890123456789012345678901234567"
-		 "890123456789012345678901234567890123456789",
-		 "option 'part_size': 'x1234567890123456789012345678901234567"
-		 "8901234567890123456789012345678901...' is not a size"},
+		{ "part_size", "1\nfake: line",
+		  "option 'part_size': '1?fake: line' is not a size" },
+		{ "bad\tname", "1", "unknown option 'bad?name'" },
+		{ "part_size",
+		  "0123456789012345678901234567890123456789012345678901234567"
+		  "890123456789012345678901234567890123456789",
+		  "option 'part_size': '01234567890123456789012345678901234567"
+		  "8901234567890123456789012345678901...' is out of range "
+		  "(5M-5G)" },
+		{ "part_size",
+		  "x123456789012345678901234567890123456789012345678901234567"
+		  "890123456789012345678901234567890123456789",
+		  "option 'part_size': 'x1234567890123456789012345678901234567"
+		  "8901234567890123456789012345678901...' is not a size" },
 	};
 	struct buf err = BUF_INIT(BUF_NO_LIMIT);
 	struct options o, before;
@@ -409,7 +409,7 @@ static void test_env(void)
 			E("AWS_REGION=eu-central-1"),
 			NULL,
 		};
-		const char *const ignore[] = {"S3CACHEFS_TOOL_THING", NULL};
+		const char *const ignore[] = { "S3CACHEFS_TOOL_THING", NULL };
 
 		rc = options_load_env(&o, envp, ignore, &err);
 		is_int(rc, 0, "environment loaded");
@@ -423,16 +423,16 @@ static void test_env(void)
 		is_str(o.region, NULL, "AWS_REGION is not an option");
 	}
 	{
-		char *const envp[] = {E("S3CACHEFS_ENDPOINT="), NULL};
+		char *const envp[] = { E("S3CACHEFS_ENDPOINT="), NULL };
 
 		rc = options_load_env(&o, envp, NULL, &err);
 		is_int(rc, 0, "empty variable");
 		is_str(o.endpoint, NULL, "empty variable resets a string");
 	}
 	{
-		char *const envp[] = {E("S3CACHEFS_RETRIES=7"),
-				      E("S3CACHEFS_FOO=1"),
-				      E("S3CACHEFS_PARALLEL=9"), NULL};
+		char *const envp[] = { E("S3CACHEFS_RETRIES=7"),
+				       E("S3CACHEFS_FOO=1"),
+				       E("S3CACHEFS_PARALLEL=9"), NULL };
 
 		rc = options_load_env(&o, envp, NULL, &err);
 		is_int(rc, -EINVAL, "unknown variable refused");
@@ -443,16 +443,16 @@ static void test_env(void)
 		is_int(o.parallel, 4, "variables after it not applied");
 	}
 	{
-		char *const envp[] = {E("S3CACHEFS_FOO=1"), NULL};
-		const char *const ignore[] = {"S3CACHEFS_FO", "S3CACHEFS_FOOO",
-					      NULL};
+		char *const envp[] = { E("S3CACHEFS_FOO=1"), NULL };
+		const char *const ignore[] = { "S3CACHEFS_FO", "S3CACHEFS_FOOO",
+					       NULL };
 
 		buf_reset(&err);
 		rc = options_load_env(&o, envp, ignore, &err);
 		is_int(rc, -EINVAL, "ignore list matches whole names only");
 	}
 	{
-		char *const envp[] = {E("S3CACHEFS_URL=http://x"), NULL};
+		char *const envp[] = { E("S3CACHEFS_URL=http://x"), NULL };
 
 		buf_reset(&err);
 		rc = options_load_env(&o, envp, NULL, &err);
@@ -462,7 +462,7 @@ static void test_env(void)
 		       "its message");
 	}
 	{
-		char *const envp[] = {E("S3CACHEFS_PART_SIZE=3X"), NULL};
+		char *const envp[] = { E("S3CACHEFS_PART_SIZE=3X"), NULL };
 
 		buf_reset(&err);
 		rc = options_load_env(&o, envp, NULL, &err);
@@ -473,7 +473,7 @@ static void test_env(void)
 		       "its message names the variable");
 	}
 	{
-		char *const envp[] = {E("S3CACHEFS_PARALLEL=100"), NULL};
+		char *const envp[] = { E("S3CACHEFS_PARALLEL=100"), NULL };
 
 		buf_reset(&err);
 		rc = options_load_env(&o, envp, NULL, &err);
@@ -484,7 +484,7 @@ static void test_env(void)
 		       "its message");
 	}
 	{
-		char *const envp[] = {E("S3CACHEFS_ANONYMOUS="), NULL};
+		char *const envp[] = { E("S3CACHEFS_ANONYMOUS="), NULL };
 
 		buf_reset(&err);
 		rc = options_load_env(&o, envp, NULL, &err);
@@ -499,7 +499,7 @@ static void test_env(void)
 
 		for (i = 0; i < N(all_options); i++) {
 			char var[128];
-			char *envp[2] = {var, NULL};
+			char *envp[2] = { var, NULL };
 
 			if (!all_options[i].env)
 				continue;
@@ -629,8 +629,8 @@ static void test_precedence(void)
 {
 	static const char conf[] = "parallel = 2\nregion = file-region\n"
 				   "retries = 1\nprofile = file\n";
-	char *const envp[] = {E("S3CACHEFS_PARALLEL=3"),
-			      E("S3CACHEFS_RETRIES=2"), NULL};
+	char *const envp[] = { E("S3CACHEFS_PARALLEL=3"),
+			       E("S3CACHEFS_RETRIES=2"), NULL };
 	struct buf err = BUF_INIT(BUF_NO_LIMIT);
 	struct options o;
 	char path[512];

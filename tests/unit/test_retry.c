@@ -36,10 +36,10 @@ static void test_transient(void)
 
 static void test_backoff(void)
 {
-	struct retry_conf c = {.max_attempts = 6,
-			       .base_ms = 100,
-			       .cap_ms = 2000,
-			       .deadline_ms = 0};
+	struct retry_conf c = { .max_attempts = 6,
+				.base_ms = 100,
+				.cap_ms = 2000,
+				.deadline_ms = 0 };
 	unsigned a;
 
 	/* the largest draw shows the ceiling: base * 2^(attempt-1), capped */
@@ -68,10 +68,10 @@ static void test_backoff(void)
 
 static void test_limits(void)
 {
-	struct retry_conf c = {.max_attempts = 3,
-			       .base_ms = 100,
-			       .cap_ms = 1000,
-			       .deadline_ms = 5000};
+	struct retry_conf c = { .max_attempts = 3,
+				.base_ms = 100,
+				.cap_ms = 1000,
+				.deadline_ms = 5000 };
 
 	ok(retry_may_continue(&c, 1, 0, 100), "second attempt allowed");
 	ok(retry_may_continue(&c, 2, 0, 100), "third attempt allowed");

@@ -329,7 +329,7 @@ static const char *nth_line(const char *s, int n, char *out, size_t size)
 static void run_vector(const char *dir)
 {
 	const char *name = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
-	const struct sigv4_creds creds = {SUITE_AKID, SUITE_SECRET};
+	const struct sigv4_creds creds = { SUITE_AKID, SUITE_SECRET };
 	char *text = NULL, *want_creq = NULL, *want_sts = NULL;
 	char *want_authz = NULL;
 	struct buf creq = BUF_INIT(BUF_NO_LIMIT), sts = BUF_INIT(BUF_NO_LIMIT);
@@ -437,7 +437,7 @@ static void check_signing(const char *what, const struct sigv4_input *in,
 	buf_release(&authz);
 }
 
-static const struct sigv4_creds s3_creds = {S3_AKID, S3_SECRET};
+static const struct sigv4_creds s3_creds = { S3_AKID, S3_SECRET };
 
 /*
  * The S3 API reference's examples.  Requests and expected values are as
@@ -448,10 +448,10 @@ static const struct sigv4_creds s3_creds = {S3_AKID, S3_SECRET};
 static void test_s3_get_object(void)
 {
 	const struct sigv4_kv h[] = {
-		{"Host", "examplebucket.s3.amazonaws.com"},
-		{"Range", "bytes=0-9"},
-		{"x-amz-content-sha256", E},
-		{"x-amz-date", S3_DATE},
+		{ "Host", "examplebucket.s3.amazonaws.com" },
+		{ "Range", "bytes=0-9" },
+		{ "x-amz-content-sha256", E },
+		{ "x-amz-date", S3_DATE },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -484,11 +484,11 @@ static void test_s3_put_object(void)
 	static const char payload[] = "Welcome to Amazon S3.";
 	char hash[65];
 	const struct sigv4_kv h[] = {
-		{"Host", "examplebucket.s3.amazonaws.com"},
-		{"Date", "Fri, 24 May 2013 00:00:00 GMT"},
-		{"x-amz-date", S3_DATE},
-		{"x-amz-storage-class", "REDUCED_REDUNDANCY"},
-		{"x-amz-content-sha256", hash},
+		{ "Host", "examplebucket.s3.amazonaws.com" },
+		{ "Date", "Fri, 24 May 2013 00:00:00 GMT" },
+		{ "x-amz-date", S3_DATE },
+		{ "x-amz-storage-class", "REDUCED_REDUNDANCY" },
+		{ "x-amz-content-sha256", hash },
 	};
 	const struct sigv4_input in = {
 		.method = "PUT",
@@ -528,11 +528,11 @@ static void test_s3_put_object(void)
 
 static void test_s3_get_lifecycle(void)
 {
-	const struct sigv4_kv q[] = {{"lifecycle", ""}};
+	const struct sigv4_kv q[] = { { "lifecycle", "" } };
 	const struct sigv4_kv h[] = {
-		{"Host", "examplebucket.s3.amazonaws.com"},
-		{"x-amz-date", S3_DATE},
-		{"x-amz-content-sha256", E},
+		{ "Host", "examplebucket.s3.amazonaws.com" },
+		{ "x-amz-date", S3_DATE },
+		{ "x-amz-content-sha256", E },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -565,11 +565,11 @@ static void test_s3_get_lifecycle(void)
 static void test_s3_list_objects(void)
 {
 	/* given out of order: the signer sorts */
-	const struct sigv4_kv q[] = {{"prefix", "J"}, {"max-keys", "2"}};
+	const struct sigv4_kv q[] = { { "prefix", "J" }, { "max-keys", "2" } };
 	const struct sigv4_kv h[] = {
-		{"Host", "examplebucket.s3.amazonaws.com"},
-		{"x-amz-date", S3_DATE},
-		{"x-amz-content-sha256", E},
+		{ "Host", "examplebucket.s3.amazonaws.com" },
+		{ "x-amz-date", S3_DATE },
+		{ "x-amz-content-sha256", E },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -602,10 +602,10 @@ static void test_s3_list_objects(void)
 static void test_unsigned_payload(void)
 {
 	const struct sigv4_kv h[] = {
-		{"Host", "examplebucket.s3.amazonaws.com"},
-		{"Range", "bytes=0-9"},
-		{"x-amz-content-sha256", SIGV4_UNSIGNED_PAYLOAD},
-		{"x-amz-date", S3_DATE},
+		{ "Host", "examplebucket.s3.amazonaws.com" },
+		{ "Range", "bytes=0-9" },
+		{ "x-amz-content-sha256", SIGV4_UNSIGNED_PAYLOAD },
+		{ "x-amz-date", S3_DATE },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -637,11 +637,11 @@ static void test_unsigned_payload(void)
 static void test_session_token(void)
 {
 	const struct sigv4_kv h[] = {
-		{"Host", "examplebucket.s3.amazonaws.com"},
-		{"x-amz-content-sha256", E},
-		{"x-amz-date", S3_DATE},
-		{"X-Amz-Security-Token",
-		 "FwoGZXIvYXdzEXAMPLE//token+with/slashes=="},
+		{ "Host", "examplebucket.s3.amazonaws.com" },
+		{ "x-amz-content-sha256", E },
+		{ "x-amz-date", S3_DATE },
+		{ "X-Amz-Security-Token",
+		  "FwoGZXIvYXdzEXAMPLE//token+with/slashes==" },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -674,9 +674,9 @@ static void test_session_token(void)
 static void test_key_encoding(void)
 {
 	const struct sigv4_kv h[] = {
-		{"Host", "s3.us-east-1.amazonaws.com"},
-		{"x-amz-content-sha256", E},
-		{"x-amz-date", S3_DATE},
+		{ "Host", "s3.us-east-1.amazonaws.com" },
+		{ "x-amz-content-sha256", E },
+		{ "x-amz-date", S3_DATE },
 	};
 	const struct sigv4_input in = {
 		.method = "PUT",
@@ -711,14 +711,14 @@ static void test_key_encoding(void)
 static void test_unnormalised_path_and_query(void)
 {
 	const struct sigv4_kv q[] = {
-		{"list-type", "2"},
-		{"prefix", "a/b c+d"},
-		{"delimiter", "/"},
+		{ "list-type", "2" },
+		{ "prefix", "a/b c+d" },
+		{ "delimiter", "/" },
 	};
 	const struct sigv4_kv h[] = {
-		{"Host", "s3.us-east-1.amazonaws.com"},
-		{"x-amz-content-sha256", E},
-		{"x-amz-date", S3_DATE},
+		{ "Host", "s3.us-east-1.amazonaws.com" },
+		{ "x-amz-content-sha256", E },
+		{ "x-amz-date", S3_DATE },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -753,15 +753,15 @@ static void test_canonical_query(void)
 {
 	struct buf b = BUF_INIT(BUF_NO_LIMIT);
 	const struct sigv4_kv sorted[] = {
-		{"_", "1"},	/* '_' sorts after '%' once '`' is encoded */
-		{"`", "2"},	/* becomes %60 */
-		{"k", "b"},	/* same name: ordered by value */
-		{"k", "a"},	/* ... */
-		{"e", ""},	/* empty value: "e=" */
-		{"n", NULL},	/* NULL value treated as "" */
-		{"a b", "x/y"}, /* '/' escaped in names and values */
+		{ "_", "1" },	  /* '_' sorts after '%' once '`' is encoded */
+		{ "`", "2" },	  /* becomes %60 */
+		{ "k", "b" },	  /* same name: ordered by value */
+		{ "k", "a" },	  /* ... */
+		{ "e", "" },	  /* empty value: "e=" */
+		{ "n", NULL },	  /* NULL value treated as "" */
+		{ "a b", "x/y" }, /* '/' escaped in names and values */
 	};
-	const struct sigv4_kv bad[] = {{NULL, "v"}};
+	const struct sigv4_kv bad[] = { { NULL, "v" } };
 
 	is_int(sigv4_canonical_query(NULL, 0, &b), 0, "query: none is fine");
 	is_int((long long)b.len, 0, "query: none appends nothing");
@@ -784,11 +784,11 @@ static void test_canonical_query(void)
 static void test_header_canonicalisation(void)
 {
 	const struct sigv4_kv h[] = {
-		{"Host", "example.amazonaws.com"},
-		{"X-Foo", "  b  "},
-		{"x-amz-date", SUITE_DATE},
-		{"x-foo", "a\t\t c"},
-		{"X-Empty", "   "},
+		{ "Host", "example.amazonaws.com" },
+		{ "X-Foo", "  b  " },
+		{ "x-amz-date", SUITE_DATE },
+		{ "x-foo", "a\t\t c" },
+		{ "X-Empty", "   " },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -800,7 +800,7 @@ static void test_header_canonicalisation(void)
 		.service = "service",
 		.amz_date = SUITE_DATE,
 	};
-	const struct sigv4_creds creds = {SUITE_AKID, SUITE_SECRET};
+	const struct sigv4_creds creds = { SUITE_AKID, SUITE_SECRET };
 
 	check_signing("headers: case folded, merged, trimmed", &in, &creds,
 		      "GET\n/\n\n"
@@ -816,8 +816,8 @@ static void test_long_secret(void)
 {
 	char secret[301];
 	const struct sigv4_kv h[] = {
-		{"Host", "example.amazonaws.com"},
-		{"X-Amz-Date", SUITE_DATE},
+		{ "Host", "example.amazonaws.com" },
+		{ "X-Amz-Date", SUITE_DATE },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -829,7 +829,7 @@ static void test_long_secret(void)
 		.service = "service",
 		.amz_date = SUITE_DATE,
 	};
-	const struct sigv4_creds creds = {SUITE_AKID, secret};
+	const struct sigv4_creds creds = { SUITE_AKID, secret };
 
 	/* longer than the signer's stack buffer for "AWS4" + secret */
 	memset(secret, 'K', sizeof(secret) - 1);
@@ -848,8 +848,8 @@ static void test_secret_never_output(void)
 	static const char secret[] =
 		"SuperSecret/Key+Material=0123456789abcdef";
 	const struct sigv4_kv h[] = {
-		{"Host", "examplebucket.s3.amazonaws.com"},
-		{"x-amz-date", S3_DATE},
+		{ "Host", "examplebucket.s3.amazonaws.com" },
+		{ "x-amz-date", S3_DATE },
 	};
 	const struct sigv4_input in = {
 		.method = "GET",
@@ -861,7 +861,7 @@ static void test_secret_never_output(void)
 		.service = "s3",
 		.amz_date = S3_DATE,
 	};
-	const struct sigv4_creds creds = {S3_AKID, secret};
+	const struct sigv4_creds creds = { S3_AKID, secret };
 	struct buf b = BUF_INIT(BUF_NO_LIMIT);
 
 	is_int(sigv4_authorization(&in, &creds, &b), 0, "secret: signed");
@@ -876,15 +876,15 @@ static void test_secret_never_output(void)
 static void test_invalid(void)
 {
 	const struct sigv4_kv h[] = {
-		{"Host", "example.amazonaws.com"},
-		{"x-amz-date", SUITE_DATE},
+		{ "Host", "example.amazonaws.com" },
+		{ "x-amz-date", SUITE_DATE },
 	};
 	const struct sigv4_kv h_crlf[] = {
-		{"Host", "example.amazonaws.com"},
-		{"x-evil", "a\r\nx-injected: b"},
+		{ "Host", "example.amazonaws.com" },
+		{ "x-evil", "a\r\nx-injected: b" },
 	};
-	const struct sigv4_kv h_name[] = {{"bad name", "v"}};
-	const struct sigv4_kv h_empty[] = {{"", "v"}};
+	const struct sigv4_kv h_name[] = { { "bad name", "v" } };
+	const struct sigv4_kv h_empty[] = { { "", "v" } };
 	const struct sigv4_input good = {
 		.method = "GET",
 		.path = "/",
@@ -895,29 +895,29 @@ static void test_invalid(void)
 		.service = "s3",
 		.amz_date = SUITE_DATE,
 	};
-	const struct sigv4_creds creds = {SUITE_AKID, SUITE_SECRET};
-	const struct sigv4_creds no_secret = {SUITE_AKID, NULL};
-	const struct sigv4_creds no_akid = {NULL, SUITE_SECRET};
-	const struct sigv4_creds slash_akid = {"AK/ID", SUITE_SECRET};
+	const struct sigv4_creds creds = { SUITE_AKID, SUITE_SECRET };
+	const struct sigv4_creds no_secret = { SUITE_AKID, NULL };
+	const struct sigv4_creds no_akid = { NULL, SUITE_SECRET };
+	const struct sigv4_creds slash_akid = { "AK/ID", SUITE_SECRET };
 	struct {
 		const char *what;
 		struct sigv4_input in;
 		int creq_rc; /* what sigv4_canonical_request must return */
 	} cases[] = {
-		{"no method", good, -EINVAL},
-		{"empty method", good, -EINVAL},
-		{"no path", good, -EINVAL},
-		{"relative path", good, -EINVAL},
-		{"no date", good, 0},
-		{"malformed date", good, 0},
-		{"no region", good, 0},
-		{"region with '/'", good, 0},
-		{"no service", good, 0},
-		{"no payload hash", good, -EINVAL},
-		{"no headers", good, -EINVAL},
-		{"CR LF in a header value", good, -EINVAL},
-		{"space in a header name", good, -EINVAL},
-		{"empty header name", good, -EINVAL},
+		{ "no method", good, -EINVAL },
+		{ "empty method", good, -EINVAL },
+		{ "no path", good, -EINVAL },
+		{ "relative path", good, -EINVAL },
+		{ "no date", good, 0 },
+		{ "malformed date", good, 0 },
+		{ "no region", good, 0 },
+		{ "region with '/'", good, 0 },
+		{ "no service", good, 0 },
+		{ "no payload hash", good, -EINVAL },
+		{ "no headers", good, -EINVAL },
+		{ "CR LF in a header value", good, -EINVAL },
+		{ "space in a header name", good, -EINVAL },
+		{ "empty header name", good, -EINVAL },
 	};
 	struct buf b = BUF_INIT(BUF_NO_LIMIT), small = BUF_INIT(16);
 	size_t i;

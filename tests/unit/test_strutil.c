@@ -33,7 +33,7 @@ static void check_decode(const char *in, bool plus, int want_rc,
 
 int main(void)
 {
-	unsigned char raw[] = {0x00, 0x0f, 0xa5, 0xff};
+	unsigned char raw[] = { 0x00, 0x0f, 0xa5, 0xff };
 	char hex[9], sha[65], date[17];
 	int64_t t;
 

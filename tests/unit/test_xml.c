@@ -25,7 +25,7 @@ struct body {
 
 static struct body load(const char *name)
 {
-	struct body b = {NULL, 0};
+	struct body b = { NULL, 0 };
 	char path[512];
 	FILE *f;
 	long n;
@@ -700,25 +700,25 @@ int main(void)
 		enum s3_xml_kind kind;
 		int rc;
 	} files[] = {
-		{"list_v2.xml", S3_XML_LIST, 0},
-		{"list_v1.xml", S3_XML_LIST, 0},
-		{"list_encoded.xml", S3_XML_LIST, 0},
-		{"list_empty.xml", S3_XML_LIST, 0},
-		{"error_nosuchkey.xml", S3_XML_ERROR, 0},
-		{"error_nosuchbucket.xml", S3_XML_LIST, 0},
-		{"error_authheader.xml", S3_XML_ERROR, 0},
-		{"error_redirect.xml", S3_XML_LIST, 0},
-		{"error_slowdown.xml", S3_XML_ERROR, 0},
-		{"complete_error.xml", S3_XML_COMPLETE_MPU, 0},
-		{"initiate.xml", S3_XML_INITIATE_MPU, 0},
-		{"complete.xml", S3_XML_COMPLETE_MPU, 0},
-		{"copy_object.xml", S3_XML_COPY, 0},
-		{"copy_part.xml", S3_XML_COPY, 0},
-		{"delete.xml", S3_XML_DELETE, 0},
-		{"delete_ok.xml", S3_XML_DELETE, 0},
-		{"billion_laughs.xml", S3_XML_ERROR, -EPROTO},
-		{"xxe.xml", S3_XML_ERROR, -EPROTO},
-		{"list_v2.xml", S3_XML_COPY, -EPROTO},
+		{ "list_v2.xml", S3_XML_LIST, 0 },
+		{ "list_v1.xml", S3_XML_LIST, 0 },
+		{ "list_encoded.xml", S3_XML_LIST, 0 },
+		{ "list_empty.xml", S3_XML_LIST, 0 },
+		{ "error_nosuchkey.xml", S3_XML_ERROR, 0 },
+		{ "error_nosuchbucket.xml", S3_XML_LIST, 0 },
+		{ "error_authheader.xml", S3_XML_ERROR, 0 },
+		{ "error_redirect.xml", S3_XML_LIST, 0 },
+		{ "error_slowdown.xml", S3_XML_ERROR, 0 },
+		{ "complete_error.xml", S3_XML_COMPLETE_MPU, 0 },
+		{ "initiate.xml", S3_XML_INITIATE_MPU, 0 },
+		{ "complete.xml", S3_XML_COMPLETE_MPU, 0 },
+		{ "copy_object.xml", S3_XML_COPY, 0 },
+		{ "copy_part.xml", S3_XML_COPY, 0 },
+		{ "delete.xml", S3_XML_DELETE, 0 },
+		{ "delete_ok.xml", S3_XML_DELETE, 0 },
+		{ "billion_laughs.xml", S3_XML_ERROR, -EPROTO },
+		{ "xxe.xml", S3_XML_ERROR, -EPROTO },
+		{ "list_v2.xml", S3_XML_COPY, -EPROTO },
 	};
 	size_t i;
 
