@@ -7,19 +7,8 @@ import subprocess
 
 import pytest
 
+from helpers import ok, one_error_line
 from conftest import boto3_client, new_bucket_name
-
-
-def ok(rc, out, err):
-    assert rc == 0, f"rc {rc}, stderr: {err!r}"
-    return out
-
-
-def one_error_line(rc, err):
-    assert rc == 1, f"expected rc 1, got {rc}; stderr: {err!r}"
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one stderr line: {err!r}"
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +59,7 @@ def test_https_untrusted_certificate_is_refused(cli, tls_server, tls_files):
     bucket = new_bucket_name()
     s3.create_bucket(Bucket=bucket)
     rc, out, err = cli("ls", f"s3://{bucket}", endpoint=tls_server.endpoint)
-    line = one_error_line(rc, err)
+    line = one_error_line(rc, err, 1)
     assert "certificate" in line, line
     assert out == b""
 

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import ALT_ACCESS_KEY, ALT_SECRET_KEY, new_bucket_name
 from faultproxy import SilentServer, closed_port
+from helpers import PREFIX, ok, one_error_line
 
-PREFIX = "s3cachefs-s3: "
 MiB = 1024 * 1024
 MARGIN = 2.5  # seconds allowed past a configured timeout (process start, exit)
 ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -41,24 +41,6 @@ def sha(data):
 
 def rand_bytes(n, seed):
     return random.Random(seed).randbytes(n)
-
-
-def one_error_line(rc, err, rc_want=None):
-    """The spec: a failure prints exactly one non-empty line starting with
-    'PROG: ' and exits non-zero (rc_want if given)."""
-    if rc_want is None:
-        assert rc != 0, f"expected failure, got rc 0; stderr: {err!r}"
-    else:
-        assert rc == rc_want, f"expected rc {rc_want}, got {rc}; stderr: {err!r}"
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}: {err!r}"
-    assert lines[0].startswith(PREFIX) and lines[0][len(PREFIX):].strip(), f"bad error line: {lines[0]!r}"
-    return lines[0]
-
-
-def ok(rc, out, err):
-    assert rc == 0, f"rc {rc}, stderr: {err!r}"
-    return out
 
 
 def parse_ls(out):

@@ -11,23 +11,11 @@ import stat
 import pytest
 from botocore.exceptions import ClientError
 
+from helpers import ok, one_error_line
 from conftest import ALT_ACCESS_KEY, ALT_SECRET_KEY
 
 MiB = 1024 * 1024
-PREFIX = "s3cachefs-s3: "
 STATS_RE = re.compile(r"stats: (\d+) requests over (\d+) connections")
-
-
-def ok(rc, out, err):
-    assert rc == 0, f"rc {rc}, stderr: {err!r}"
-    return out
-
-
-def one_error_line(rc, err):
-    assert rc == 1, f"expected rc 1, got {rc}; stderr: {err!r}"
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(PREFIX), f"expected one error line: {err!r}"
-    return lines[0]
 
 
 def no_env_creds():
@@ -44,7 +32,7 @@ def test_failed_multipart_upload_is_aborted(cli, s3, bucket, proxy, request_log,
     proxy.add("500", count=None, method="PUT", path="partNumber=2")
     rc, _, err = cli("-o", "retries=1,multipart_threshold=5M,part_size=5M,parallel=1", "put",
                      tmp_path / "f", f"s3://{bucket}/mp", endpoint=proxy.endpoint)
-    one_error_line(rc, err)
+    one_error_line(rc, err, 1)
     aborts = [line for line in request_log.log_lines()
               if line.startswith(f"DELETE /{bucket}/mp?uploadId=")]
     assert len(aborts) == 1, request_log.log_lines()
@@ -120,7 +108,7 @@ def test_profile_option_beats_environment(cli, s3, bucket, tmp_path):
     write_home_file(tmp_path, ".aws/credentials",
                     f"[bad]\naws_access_key_id = {ALT_ACCESS_KEY}\naws_secret_access_key = wrong\n")
     rc, _, err = cli("-o", "profile=bad", "get", f"s3://{bucket}/k")
-    line = one_error_line(rc, err)
+    line = one_error_line(rc, err, 1)
     assert "signature" in line and "profile 'bad'" in line, line
     assert "wrong" not in err
 
@@ -129,7 +117,7 @@ def test_missing_profile_is_named(cli, bucket, tmp_path):
     write_home_file(tmp_path, ".aws/credentials", "[default]\naws_access_key_id = a\n"
                     "aws_secret_access_key = b\n")
     rc, _, err = cli("-o", "profile=nosuch", "ls", f"s3://{bucket}", env=no_env_creds())
-    assert "nosuch" in one_error_line(rc, err)
+    assert "nosuch" in one_error_line(rc, err, 1)
 
 
 def test_profile_region_from_config(cli, s3rver, bucket, tmp_path):
@@ -140,7 +128,7 @@ def test_profile_region_from_config(cli, s3rver, bucket, tmp_path):
                     f"aws_secret_access_key = {ALT_SECRET_KEY}\n")
     write_home_file(tmp_path, ".aws/config", "[profile alt]\nregion = eu-west-1\n")
     rc, _, err = cli("-o", "profile=alt", "ls", f"s3://{bucket}", env=no_env_creds())
-    line = one_error_line(rc, err)
+    line = one_error_line(rc, err, 1)
     assert "'us-east-1'" in line and "'eu-west-1'" in line, line
 
 
@@ -155,7 +143,7 @@ def test_passwd_file_readable_by_others_is_refused(cli, bucket, tmp_path):
     pw = write_home_file(tmp_path, "pw", f"{ALT_ACCESS_KEY}:{ALT_SECRET_KEY}\n", mode=0o644)
     assert stat.S_IMODE(pw.stat().st_mode) == 0o644
     rc, _, err = cli("-o", f"passwd_file={pw}", "ls", f"s3://{bucket}", env=no_env_creds())
-    line = one_error_line(rc, err)
+    line = one_error_line(rc, err, 1)
     assert "600" in line, line
     assert ALT_SECRET_KEY not in err
 
@@ -168,7 +156,7 @@ def test_s3fs_default_passwd_file(cli, s3, bucket, tmp_path):
 
 def test_no_credentials_anywhere(cli, bucket):
     rc, _, err = cli("ls", f"s3://{bucket}", env=no_env_creds())
-    line = one_error_line(rc, err)
+    line = one_error_line(rc, err, 1)
     assert "no credentials" in line, line
 
 
