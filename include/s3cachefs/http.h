@@ -45,8 +45,7 @@ struct http_request {
 	const char *url;    /* may hold signed query parameters: never logged */
 	const char *const *headers; /* "Name: value" lines */
 	size_t n_headers;
-	/* request body: @body of @body_len bytes, or @source when set */
-	const void *body;
+	/* request body: @body_len bytes read from @source (PUT and POST) */
 	uint64_t body_len;
 	http_source_fn source;
 	void *source_ctx;

@@ -325,6 +325,11 @@ static void s3_fail(struct s3 *s, const struct req *r, struct attempt *a,
 			  transport_text(transport_rc));
 		return;
 	}
+	if (a->status == 0) {
+		/* failed before anything was sent (no memory, bad request) */
+		log_error("%s '%s': %s", r->name, key, strerror(-rc));
+		return;
+	}
 	if (code && strcmp(code, "NoSuchBucket") == 0) {
 		log_error("bucket '%s' does not exist at '%s'", s->bucket,
 			  s->endpoint);

@@ -192,27 +192,23 @@ static size_t on_read(char *data, size_t size, size_t n, void *userp)
 	const struct http_request *req = x->req;
 	size_t want = size * n;
 	uint64_t left = req->body_len - x->sent;
+	ssize_t got;
 
 	if (want > left)
 		want = (size_t)left;
 	if (want == 0)
 		return 0;
-	if (req->source) {
-		ssize_t got = req->source(req->source_ctx, data, want);
-
-		if (got < 0) {
-			x->cb_error = (int)got;
-			return CURL_READFUNC_ABORT;
-		}
-		if (got == 0) {
-			/* the source ended before body_len: a short body */
-			x->cb_error = -EIO;
-			return CURL_READFUNC_ABORT;
-		}
-		want = (size_t)got;
-	} else {
-		memcpy(data, (const char *)req->body + x->sent, want);
+	got = req->source(req->source_ctx, data, want);
+	if (got < 0) {
+		x->cb_error = (int)got;
+		return CURL_READFUNC_ABORT;
 	}
+	if (got == 0) {
+		/* the source ended before body_len: a short body */
+		x->cb_error = -EIO;
+		return CURL_READFUNC_ABORT;
+	}
+	want = (size_t)got;
 	x->sent += want;
 	atomic_fetch_add(&x->h->bytes_out, want);
 	return want;

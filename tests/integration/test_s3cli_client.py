@@ -160,11 +160,16 @@ def test_no_credentials_anywhere(cli, bucket):
     assert "no credentials" in line, line
 
 
-def test_anonymous_sends_no_signature(cli, s3, bucket, request_log):
-    """-o anonymous needs no credentials at all (s3rver serves unsigned
-    requests, as S3 does for a public bucket)."""
+def test_anonymous_sends_no_signature(cli, s3, bucket):
+    """-o anonymous signs nothing: with an unknown key in the environment a
+    signed request is refused by the server (it checks signatures), so only
+    an unsigned one can succeed (s3rver serves unsigned requests, as S3 does
+    for a public bucket)."""
     s3.put_object(Bucket=bucket, Key="pub", Body=b"public")
-    out = ok(*cli("-o", "anonymous", "get", f"s3://{bucket}/pub", env=no_env_creds()))
+    wrong = {"AWS_ACCESS_KEY_ID": "UNKNOWNKEY", "AWS_SECRET_ACCESS_KEY": "nope"}
+    rc, _, err = cli("get", f"s3://{bucket}/pub", env=wrong)
+    assert "InvalidAccessKeyId" in one_error_line(rc, err, 1)
+    out = ok(*cli("-o", "anonymous", "get", f"s3://{bucket}/pub", env=wrong))
     assert out == b"public"
 
 
