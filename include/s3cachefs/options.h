@@ -52,9 +52,31 @@ struct options {
 	uint64_t part_size;	      /* part_size=SIZE */
 	uint64_t multipart_threshold; /* multipart_threshold=SIZE */
 	uint64_t parallel;	      /* parallel=N */
+	/* cache */
+	char *cache_dir;	 /* cache_dir=DIR; none: the per-user default */
+	unsigned cache_mode;	 /* cache=persistent|ephemeral */
+	uint64_t cache_size;	 /* cache_size=SIZE, the cap on disk use */
+	uint64_t cache_min_free; /* cache_min_free=SIZE left free on its fs */
+	uint64_t chunk_size;	 /* chunk_size=SIZE */
+	unsigned compress;	 /* compress=none|zlib|zlib:1..9 (index) */
+	uint64_t meta_ttl_ms;	 /* meta_ttl=DURATION */
+	uint64_t negative_ttl_ms; /* negative_ttl=DURATION */
+	uint64_t readahead;	  /* readahead=SIZE, largest window */
+	uint64_t prefetch;	  /* prefetch=N ranged GETs ahead of a reader */
+	/* mount */
+	bool ro;	  /* ro: read-only mount */
+	bool allow_other; /* allow_other: other users may access */
 	/* logging */
 	unsigned log_level; /* log_level=error|warn|info|debug|trace */
 };
+
+enum opt_cache_mode { OPT_CACHE_PERSISTENT, OPT_CACHE_EPHEMERAL };
+
+/*
+ * zlib level of the compress= choice @index: 0 for none, 6 for plain
+ * "zlib", 1..9 for "zlib:N".
+ */
+int options_compress_level(unsigned index);
 
 /* Fill @o with the table's defaults.  0 or -ENOMEM. */
 int options_init(struct options *o);

@@ -87,6 +87,12 @@ struct opt_def {
 #define O_ENUM(f, c) .type = OPT_ENUM, .off = FIELD(f, unsigned), .choices = (c)
 
 static const char *const signing_names[] = { "auto", "always", "never", NULL };
+static const char *const cache_mode_names[] = { "persistent", "ephemeral",
+						NULL };
+static const char *const compress_names[] = { "none",	"zlib",	  "zlib:1",
+					      "zlib:2", "zlib:3", "zlib:4",
+					      "zlib:5", "zlib:6", "zlib:7",
+					      "zlib:8", "zlib:9", NULL };
 static const char *const level_names[] = { "error", "warn",  "info",
 					   "debug", "trace", NULL };
 
@@ -210,6 +216,84 @@ static const struct opt_def opt_table[] = {
 	  .max = 64,
 	  .group = "uploads",
 	  .help = "parts of one upload in flight at once" },
+	/* cache */
+	{ .name = "cache_dir",
+	  O_STRING(cache_dir, "DIR"),
+	  .group = "cache",
+	  .help = "cache folder; none: $XDG_CACHE_HOME/s3cachefs/BUCKET-ID, "
+		  "/var/cache/s3cachefs/BUCKET-ID for root" },
+	{ .name = "cache",
+	  O_ENUM(cache_mode, cache_mode_names),
+	  .def = "persistent",
+	  .group = "cache",
+	  .help = "ephemeral: a private temporary folder removed at unmount" },
+	{ .name = "cache_size",
+	  O_SIZE(cache_size),
+	  .def = "10G",
+	  .min = 4 * MIB,
+	  .max = NO_MAX,
+	  .group = "cache",
+	  .help = "most disk space the cache takes, blocks and metadata "
+		  "counted" },
+	{ .name = "cache_min_free",
+	  O_SIZE(cache_min_free),
+	  .def = "1G",
+	  .min = 0,
+	  .max = NO_MAX,
+	  .group = "cache",
+	  .help = "space the cache leaves free on its filesystem" },
+	{ .name = "chunk_size",
+	  O_SIZE(chunk_size),
+	  .def = "4M",
+	  .min = 64 * KIB,
+	  .max = 64 * MIB,
+	  .group = "cache",
+	  .help = "bytes per chunk: the unit fetched and cached" },
+	{ .name = "compress",
+	  O_ENUM(compress, compress_names),
+	  .def = "none",
+	  .group = "cache",
+	  .help = "compress chunks on disk (zlib is level 6)" },
+	{ .name = "meta_ttl",
+	  O_DURATION(meta_ttl_ms),
+	  .def = "60s",
+	  .min = 0,
+	  .max = 365 * 24 * MS_PER_HOUR,
+	  .group = "cache",
+	  .help = "trust sizes, ETags and listings this long, then "
+		  "revalidate" },
+	{ .name = "negative_ttl",
+	  O_DURATION(negative_ttl_ms),
+	  .def = "10s",
+	  .min = 0,
+	  .max = 365 * 24 * MS_PER_HOUR,
+	  .group = "cache",
+	  .help = "trust \"no such file\" this long" },
+	{ .name = "readahead",
+	  O_SIZE(readahead),
+	  .def = "64M",
+	  .min = 0,
+	  .max = 1024 * MIB,
+	  .group = "cache",
+	  .help = "largest window fetched ahead of a sequential reader" },
+	{ .name = "prefetch",
+	  O_UINT(prefetch),
+	  .def = "4",
+	  .min = 1,
+	  .max = 64,
+	  .group = "cache",
+	  .help = "ranged GETs in flight ahead of sequential readers" },
+	/* mount */
+	{ .name = "ro",
+	  O_BOOL(ro),
+	  .def = "no",
+	  .group = "mount",
+	  .help = "mount read-only" },
+	{ .name = "allow_other",
+	  O_BOOL(allow_other),
+	  .def = "no",
+	  .group = "mount",
+	  .help = "let users other than the mounting one access the mount" },
 	/* logging */
 	{ .name = "log_level",
 	  O_ENUM(log_level, level_names),
@@ -805,6 +889,13 @@ static const char *env_region(void)
 	if (!r || !*r)
 		r = getenv("AWS_DEFAULT_REGION");
 	return r && *r ? r : NULL;
+}
+
+int options_compress_level(unsigned index)
+{
+	if (index == 0 || index >= sizeof(compress_names) / sizeof(char *) - 1)
+		return 0;
+	return index == 1 ? 6 : (int)index - 1;
 }
 
 int options_to_s3_conf(const struct options *o, const char *bucket,

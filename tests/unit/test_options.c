@@ -44,6 +44,18 @@ static const struct {
 	{ "part_size", "S3CACHEFS_PART_SIZE" },
 	{ "multipart_threshold", "S3CACHEFS_MULTIPART_THRESHOLD" },
 	{ "parallel", "S3CACHEFS_PARALLEL" },
+	{ "cache_dir", "S3CACHEFS_CACHE_DIR" },
+	{ "cache", "S3CACHEFS_CACHE" },
+	{ "cache_size", "S3CACHEFS_CACHE_SIZE" },
+	{ "cache_min_free", "S3CACHEFS_CACHE_MIN_FREE" },
+	{ "chunk_size", "S3CACHEFS_CHUNK_SIZE" },
+	{ "compress", "S3CACHEFS_COMPRESS" },
+	{ "meta_ttl", "S3CACHEFS_META_TTL" },
+	{ "negative_ttl", "S3CACHEFS_NEGATIVE_TTL" },
+	{ "readahead", "S3CACHEFS_READAHEAD" },
+	{ "prefetch", "S3CACHEFS_PREFETCH" },
+	{ "ro", "S3CACHEFS_RO" },
+	{ "allow_other", "S3CACHEFS_ALLOW_OTHER" },
 	{ "log_level", "S3CACHEFS_LOG_LEVEL" },
 };
 
@@ -118,6 +130,17 @@ static void test_defaults(void)
 	is_int(o.multipart_threshold, 64 * MIB, "multipart_threshold: 64M");
 	is_int(o.parallel, 4, "parallel: 4");
 	is_int(o.log_level, 1, "log_level: warn");
+	is_str(o.cache_dir, NULL, "cache_dir: none");
+	is_int(o.cache_mode, OPT_CACHE_PERSISTENT, "cache: persistent");
+	is_int(o.cache_size, 10 * GIB, "cache_size: 10G");
+	is_int(o.cache_min_free, 1 * GIB, "cache_min_free: 1G");
+	is_int(o.chunk_size, 4 * MIB, "chunk_size: 4M");
+	is_int(options_compress_level(o.compress), 0, "compress: none");
+	is_int(o.meta_ttl_ms, 60000, "meta_ttl: 60s");
+	is_int(o.negative_ttl_ms, 10000, "negative_ttl: 10s");
+	is_int(o.readahead, 64 * MIB, "readahead: 64M");
+	is_int(o.prefetch, 4, "prefetch: 4");
+	ok(!o.ro && !o.allow_other, "ro, allow_other: off");
 	options_release(&o);
 	options_release(&o);
 	options_release(NULL);
@@ -151,6 +174,22 @@ static void test_set(void)
 	is_str(o.profile, "dev", "profile stored");
 	is_int(set(&o, "passwd_file", "/p w", &err), 0, "passwd_file");
 	is_str(o.passwd_file, "/p w", "spaces kept in values");
+
+	/* compress choices and their zlib levels */
+	is_int(set(&o, "compress", "zlib", &err), 0, "compress=zlib");
+	is_int(options_compress_level(o.compress), 6, "zlib means level 6");
+	is_int(set(&o, "compress", "zlib:1", &err), 0, "compress=zlib:1");
+	is_int(options_compress_level(o.compress), 1, "zlib:1 is level 1");
+	is_int(set(&o, "compress", "ZLIB:9", &err), 0, "compress=ZLIB:9");
+	is_int(options_compress_level(o.compress), 9, "zlib:9 is level 9");
+	is_int(set(&o, "compress", "zlib:0", &err), -EINVAL, "zlib:0 refused");
+	is_int(set(&o, "compress", "none", &err), 0, "compress=none");
+	is_int(options_compress_level(o.compress), 0, "none is level 0");
+	is_int(set(&o, "cache", "ephemeral", &err), 0, "cache=ephemeral");
+	is_int(o.cache_mode, OPT_CACHE_EPHEMERAL, "ephemeral stored");
+	is_int(set(&o, "chunk_size", "1k", &err), -EINVAL,
+	       "chunk_size under 64K refused");
+	buf_reset(&err);
 
 	/* bools */
 	is_int(set(&o, "path_style", NULL, &err), 0, "bare bool");

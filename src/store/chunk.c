@@ -1,0 +1,1003 @@
+/*
+ * chunk.c - chunk files: naming, the on-disk format, checked reads and
+ * atomic writes, and the startup scan.
+ *
+ * Why: the cache must never serve bytes it cannot vouch for, and a crash
+ * must never leave half a chunk under a chunk's name.  So every file
+ * carries its own identity and checksums, every read checks what it
+ * relies on, and every write goes through a temporary and a rename.
+ *
+ * Layout: DIR/XY/NAME, NAME = 64 lowercase hex digits of SHA-256 over
+ * (u64 BE length, bytes) of endpoint, bucket, key and ETag, then the index
+ * as u64 BE; XY = the first two digits of NAME.  Temporaries are
+ * DIR/XY/NAME.tmp.PID.N in the same shard, so the rename never crosses a
+ * file system.
+ *
+ * File format, version 1.  All integers little-endian, encoded byte by
+ * byte (never a struct dump):
+ *
+ *   off  size  field
+ *     0     8  magic "S3CCHUNK"
+ *     8     2  format version (1)
+ *    10     2  flags: bit 0 = payload is zlib (compress2) output;
+ *              any other bit set makes the file invalid
+ *    12     4  reserved, written 0, must read 0
+ *    16    32  identity: the raw SHA-256 the file name is the hex of
+ *    48     8  data_len: bytes of data (uncompressed), <= CHUNK_SIZE_MAX
+ *    56     8  stored_len: bytes of payload after the header
+ *    64     4  n_blocks = ceil(data_len / CHUNK_BLOCK)
+ *    68  4*nb  CRC-32 (zlib) of each CHUNK_BLOCK of the uncompressed data,
+ *              the last block possibly short
+ *  68+4nb   4  CRC-32 of header bytes [0, 68 + 4 * n_blocks)
+ *  72+4nb      payload: stored_len bytes
+ *
+ * Raw: stored_len == data_len.  Compressed: 0 < stored_len < data_len; a
+ * chunk is stored compressed only when that makes it smaller.  The file
+ * size is exactly header + stored_len.
+ *
+ * Invariants: a file under a chunk name was complete when renamed there;
+ * a read returns data only after the header and the CRC of every block it
+ * copies from were checked; a file that fails a check is unlinked (if the
+ * name still refers to it), counted and reported once as -EBADMSG.
+ *
+ * Concurrency: no state is shared between calls but the stats (atomics),
+ * the temporary counter (atomic) and tmp_lock.  Writers hold tmp_lock
+ * shared while their temporary exists; chunk_scan() takes it exclusive
+ * before deleting a temporary carrying this process's PID, so it never
+ * deletes a write in flight yet still removes leftovers of a previous
+ * process that had the same PID.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <zlib.h>
+
+#include "s3cachefs/chunk.h"
+#include "s3cachefs/fileio.h"
+#include "s3cachefs/log.h"
+#include "s3cachefs/strutil.h"
+
+#define CHUNK_MAGIC "S3CCHUNK"
+#define CHUNK_VERSION 1
+#define CHUNK_FLAG_ZLIB 0x0001u
+#define HDR_FIXED 68 /* bytes before the block CRCs */
+#define MAX_BLOCKS (CHUNK_SIZE_MAX / CHUNK_BLOCK)
+#define HDR_SIZE(nb) (HDR_FIXED + 4 * (size_t)(nb) + 4)
+#define HDR_MAX HDR_SIZE(MAX_BLOCKS)
+#define TMP_TAG ".tmp."
+/* "NAME.tmp.PID.N" with room to spare */
+#define TMP_NAME_MAX (CHUNK_NAME_LEN + 64)
+
+struct chunk_store {
+	char *dir;	    /* for messages */
+	int dirfd;	    /* conf->dir, O_DIRECTORY; every path is relative */
+	int compress_level; /* 0..9 */
+	bool durable;
+	/* shared by a writer while its temporary exists; see the top */
+	pthread_rwlock_t tmp_lock;
+	atomic_uint_fast64_t tmp_seq; /* the N of temporaries */
+	atomic_uint_fast64_t written, compressed, corrupt, read_errors,
+		write_errors;
+};
+
+/* A parsed, checked header. */
+struct chunk_hdr {
+	uint16_t flags;
+	uint64_t data_len;
+	uint64_t stored_len;
+	uint32_t n_blocks;
+	size_t size; /* header bytes on disk */
+	uint32_t crc[MAX_BLOCKS];
+};
+
+static void put_le16(unsigned char *p, uint16_t v)
+{
+	p[0] = (unsigned char)v;
+	p[1] = (unsigned char)(v >> 8);
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+	int i;
+
+	for (i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+	int i;
+
+	for (i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint16_t get_le16(const unsigned char *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	uint32_t v = 0;
+	int i;
+
+	for (i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static uint32_t crc32_of(const void *p, size_t n)
+{
+	return (uint32_t)crc32_z(crc32(0L, Z_NULL, 0), p, n);
+}
+
+static uint64_t ceil_blocks(uint64_t len)
+{
+	return (len + CHUNK_BLOCK - 1) / CHUNK_BLOCK;
+}
+
+static int hex_val(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* @name must be valid. */
+static void name_to_digest(const char *name, unsigned char out[32])
+{
+	int i;
+
+	for (i = 0; i < 32; i++)
+		out[i] = (unsigned char)(hex_val(name[2 * i]) << 4 |
+					 hex_val(name[2 * i + 1]));
+}
+
+/* "XY/NAME" relative to the store folder. */
+static void rel_path(const char *name, char out[CHUNK_NAME_LEN + 4])
+{
+	out[0] = name[0];
+	out[1] = name[1];
+	out[2] = '/';
+	memcpy(out + 3, name, CHUNK_NAME_LEN + 1);
+}
+
+static void hash_field(EVP_MD_CTX *ctx, const void *p, uint64_t len, int *ok)
+{
+	unsigned char be[8];
+	int i;
+
+	for (i = 0; i < 8; i++)
+		be[i] = (unsigned char)(len >> (56 - 8 * i));
+	*ok &= EVP_DigestUpdate(ctx, be, sizeof(be));
+	if (len)
+		*ok &= EVP_DigestUpdate(ctx, p, len);
+}
+
+void chunk_name(const struct chunk_id *id, char out[CHUNK_NAME_LEN + 1])
+{
+	const char *fields[4] = { id->endpoint, id->bucket, id->key, id->etag };
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned char be[8];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx;
+	int i, ok;
+
+	ctx = EVP_MD_CTX_new();
+	ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	for (i = 0; ok && i < 4; i++) {
+		const char *f = fields[i] ? fields[i] : "";
+
+		hash_field(ctx, f, strlen(f), &ok);
+	}
+	for (i = 0; i < 8; i++)
+		be[i] = (unsigned char)(id->index >> (56 - 8 * i));
+	ok = ok && EVP_DigestUpdate(ctx, be, sizeof(be)) &&
+	     EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 32;
+	EVP_MD_CTX_free(ctx);
+	/*
+	 * The API cannot fail, and any made-up name could alias another
+	 * object's data: stopping is the only safe answer (out of memory).
+	 */
+	if (!ok) {
+		log_error("sha-256 of chunk identity failed");
+		abort();
+	}
+	hex_encode(md, 32, out);
+}
+
+bool chunk_name_valid(const char *s)
+{
+	int i;
+
+	if (!s)
+		return false;
+	for (i = 0; i < CHUNK_NAME_LEN; i++)
+		if (hex_val(s[i]) < 0)
+			return false;
+	return s[CHUNK_NAME_LEN] == '\0';
+}
+
+/* Create @path and its missing parents with @mode; 0 or -errno, logged. */
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char *p = NULL, *s;
+	int rc;
+
+	rc = str_dup(path, &p);
+	if (rc < 0)
+		return rc;
+	for (s = p + 1;; s++) {
+		char c = *s;
+
+		if (c != '/' && c != '\0')
+			continue;
+		*s = '\0';
+		if (mkdir(p, mode) < 0 && errno != EEXIST) {
+			rc = -errno;
+			log_error("cannot create '%s': %s", p, strerror(-rc));
+			goto out;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+out:
+	free(p);
+	return rc;
+}
+
+int chunk_store_open(const struct chunk_store_conf *conf,
+		     struct chunk_store **out)
+{
+	struct chunk_store *cs = NULL;
+	pthread_rwlockattr_t attr;
+	bool lock_init = false;
+	char shard[3];
+	int rc, i;
+
+	if (!conf->dir || !*conf->dir || conf->compress_level < 0 ||
+	    conf->compress_level > 9)
+		return -EINVAL;
+	cs = calloc(1, sizeof(*cs));
+	if (!cs)
+		return -ENOMEM;
+	cs->dirfd = -1;
+	rc = str_dup(conf->dir, &cs->dir);
+	if (rc < 0)
+		goto out;
+	cs->compress_level = conf->compress_level;
+	cs->durable = conf->durable;
+	atomic_init(&cs->tmp_seq, 0);
+	atomic_init(&cs->written, 0);
+	atomic_init(&cs->compressed, 0);
+	atomic_init(&cs->corrupt, 0);
+	atomic_init(&cs->read_errors, 0);
+	atomic_init(&cs->write_errors, 0);
+	/* chunk_scan() must not starve behind a stream of writes */
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(
+		&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	rc = -pthread_rwlock_init(&cs->tmp_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	if (rc < 0)
+		goto out;
+	lock_init = true;
+
+	rc = mkdir_p(cs->dir, 0700);
+	if (rc < 0)
+		goto out;
+	cs->dirfd = open(cs->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cs->dirfd < 0) {
+		rc = -errno;
+		log_error("cannot open '%s': %s", cs->dir, strerror(-rc));
+		goto out;
+	}
+	for (i = 0; i < 256; i++) {
+		snprintf(shard, sizeof(shard), "%02x", i);
+		if (mkdirat(cs->dirfd, shard, 0700) < 0 && errno != EEXIST) {
+			rc = -errno;
+			log_error("cannot create '%s/%s': %s", cs->dir, shard,
+				  strerror(-rc));
+			goto out;
+		}
+	}
+	*out = cs;
+	cs = NULL;
+out:
+	if (cs) {
+		if (cs->dirfd >= 0)
+			close(cs->dirfd);
+		if (lock_init)
+			pthread_rwlock_destroy(&cs->tmp_lock);
+		free(cs->dir);
+		free(cs);
+	}
+	return rc;
+}
+
+void chunk_store_close(struct chunk_store *cs)
+{
+	if (!cs)
+		return;
+	close(cs->dirfd);
+	pthread_rwlock_destroy(&cs->tmp_lock);
+	free(cs->dir);
+	free(cs);
+}
+
+static void stat_inc(atomic_uint_fast64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+/*
+ * Space a file takes: st_blocks * 512, but never less than its size rounded
+ * up to 512, since some file systems report blocks late (delayed
+ * allocation, compression, inline data) and the cap must not undercount.
+ */
+static uint64_t disk_bytes_of(const struct stat *st)
+{
+	uint64_t blocks = (uint64_t)st->st_blocks * 512;
+	uint64_t size = ((uint64_t)st->st_size + 511) / 512 * 512;
+
+	return blocks > size ? blocks : size;
+}
+
+/* Encode the header of @len bytes of @data stored as @stored_len bytes. */
+static size_t encode_header(unsigned char *h, const char *name,
+			    const unsigned char *data, size_t len,
+			    uint16_t flags, uint64_t stored_len)
+{
+	uint32_t nb = (uint32_t)ceil_blocks(len);
+	size_t off = HDR_FIXED;
+	uint32_t i;
+
+	memcpy(h, CHUNK_MAGIC, 8);
+	put_le16(h + 8, CHUNK_VERSION);
+	put_le16(h + 10, flags);
+	put_le32(h + 12, 0);
+	name_to_digest(name, h + 16);
+	put_le64(h + 48, len);
+	put_le64(h + 56, stored_len);
+	put_le32(h + 64, nb);
+	for (i = 0; i < nb; i++) {
+		size_t start = (size_t)i * CHUNK_BLOCK;
+		size_t n =
+			len - start < CHUNK_BLOCK ? len - start : CHUNK_BLOCK;
+
+		put_le32(h + off, crc32_of(data + start, n));
+		off += 4;
+	}
+	put_le32(h + off, crc32_of(h, off));
+	return off + 4;
+}
+
+/* Open shard @name[0..1] as a directory, creating it when missing. */
+static int open_shard(struct chunk_store *cs, const char *name)
+{
+	char shard[3] = { name[0], name[1], '\0' };
+	int fd;
+
+	fd = openat(cs->dirfd, shard, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		if (mkdirat(cs->dirfd, shard, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		fd = openat(cs->dirfd, shard,
+			    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	return fd < 0 ? -errno : fd;
+}
+
+/* Create a fresh temporary for @name in @shardfd; its name into @tmp. */
+static int create_tmp(struct chunk_store *cs, int shardfd, const char *name,
+		      char tmp[TMP_NAME_MAX])
+{
+	int tries, fd;
+
+	/* EEXIST only from a leftover of an earlier process with our PID */
+	for (tries = 0; tries < 100; tries++) {
+		uint64_t n = atomic_fetch_add_explicit(&cs->tmp_seq, 1,
+						       memory_order_relaxed);
+
+		snprintf(tmp, TMP_NAME_MAX, "%s" TMP_TAG "%ld.%" PRIu64, name,
+			 (long)getpid(), n);
+		fd = openat(shardfd, tmp,
+			    O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd < 0 ? -errno : fd;
+	}
+	return -EEXIST;
+}
+
+int chunk_write(struct chunk_store *cs, const char *name, const void *data,
+		size_t len, uint64_t *disk_bytes)
+{
+	unsigned char *buf = NULL;
+	const unsigned char *payload = data;
+	char tmp[TMP_NAME_MAX] = "";
+	const char *what = "";
+	uint64_t stored_len = len;
+	uint16_t flags = 0;
+	int shardfd = -1, fd = -1, rc;
+	bool locked = false, io = false;
+	size_t hdr_len;
+	struct stat st;
+
+	if (!chunk_name_valid(name) || len > CHUNK_SIZE_MAX || (len && !data))
+		return -EINVAL;
+	buf = malloc(HDR_SIZE(ceil_blocks(len)) +
+		     (cs->compress_level > 0 ? len : 0));
+	if (!buf)
+		return -ENOMEM;
+	if (cs->compress_level > 0 && len > 1) {
+		/* a buffer of len - 1 makes "not smaller" a Z_BUF_ERROR */
+		unsigned char *z = buf + HDR_SIZE(ceil_blocks(len));
+		uLongf zlen = len - 1;
+
+		rc = compress2(z, &zlen, data, len, cs->compress_level);
+		if (rc == Z_MEM_ERROR) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		if (rc == Z_OK && zlen < len) {
+			payload = z;
+			stored_len = zlen;
+			flags = CHUNK_FLAG_ZLIB;
+		}
+	}
+	hdr_len = encode_header(buf, name, data, len, flags, stored_len);
+
+	io = true;
+	what = "open shard";
+	rc = open_shard(cs, name);
+	if (rc < 0)
+		goto out;
+	shardfd = rc;
+	pthread_rwlock_rdlock(&cs->tmp_lock);
+	locked = true;
+	what = "create temporary";
+	rc = create_tmp(cs, shardfd, name, tmp);
+	if (rc < 0) {
+		tmp[0] = '\0';
+		goto out;
+	}
+	fd = rc;
+	what = "write";
+	rc = pwrite_all(fd, buf, hdr_len, 0);
+	if (rc == 0 && stored_len)
+		rc = pwrite_all(fd, payload, stored_len, (off_t)hdr_len);
+	if (rc < 0)
+		goto out;
+	what = "fsync";
+	if (cs->durable && fsync(fd) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	what = "stat";
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	what = "close";
+	rc = close(fd);
+	fd = -1;
+	if (rc < 0) {
+		rc = -errno;
+		goto out;
+	}
+	what = "rename";
+	if (renameat(shardfd, tmp, shardfd, name) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	tmp[0] = '\0';
+	pthread_rwlock_unlock(&cs->tmp_lock);
+	locked = false;
+	what = "fsync folder of";
+	if (cs->durable && fsync(shardfd) < 0) {
+		rc = -errno;
+		/* "no file of that name was created" */
+		unlinkat(shardfd, name, 0);
+		goto out;
+	}
+	stat_inc(&cs->written);
+	if (flags & CHUNK_FLAG_ZLIB)
+		stat_inc(&cs->compressed);
+	if (disk_bytes)
+		*disk_bytes = disk_bytes_of(&st);
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (tmp[0])
+		unlinkat(shardfd, tmp, 0);
+	if (locked)
+		pthread_rwlock_unlock(&cs->tmp_lock);
+	if (shardfd >= 0)
+		close(shardfd);
+	if (rc < 0 && io) {
+		stat_inc(&cs->write_errors);
+		if (rc == -ENOSPC || rc == -EDQUOT)
+			log_debug("cannot %s chunk '%s/%.2s/%s': %s", what,
+				  cs->dir, name, name, strerror(-rc));
+		else
+			log_warn("cannot %s chunk '%s/%.2s/%s': %s", what,
+				 cs->dir, name, name, strerror(-rc));
+	}
+	free(buf);
+	return rc;
+}
+
+/*
+ * A check failed: delete the file if @name still is @st (a writer may have
+ * replaced it meanwhile), count and report it.  Returns -EBADMSG.
+ */
+static int corrupt(struct chunk_store *cs, const char *name,
+		   const struct stat *st, const char *what)
+{
+	char rel[CHUNK_NAME_LEN + 4];
+	struct stat now;
+
+	rel_path(name, rel);
+	if (fstatat(cs->dirfd, rel, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    now.st_dev == st->st_dev && now.st_ino == st->st_ino)
+		unlinkat(cs->dirfd, rel, 0);
+	stat_inc(&cs->corrupt);
+	log_warn("chunk '%s' failed its check: %s; deleted", name, what);
+	return -EBADMSG;
+}
+
+/*
+ * Read and check the header of the open file @fd (@st its fstat).  0, or a
+ * static description of what failed in *what (-EBADMSG), or -errno.
+ */
+static int read_header(int fd, const struct stat *st, const char *name,
+		       struct chunk_hdr *h, const char **what)
+{
+	unsigned char buf[HDR_MAX];
+	unsigned char digest[32];
+	uint16_t version;
+	uint32_t i;
+	long got;
+
+	got = pread_full(fd, buf, sizeof(buf), 0);
+	if (got < 0)
+		return (int)got;
+	*what = "truncated header";
+	if ((size_t)got < HDR_FIXED)
+		return -EBADMSG;
+	*what = "bad magic";
+	if (memcmp(buf, CHUNK_MAGIC, 8) != 0)
+		return -EBADMSG;
+	version = get_le16(buf + 8);
+	*what = "unknown format version";
+	if (version != CHUNK_VERSION)
+		return -EBADMSG;
+	h->n_blocks = get_le32(buf + 64);
+	*what = "bad block count";
+	if (h->n_blocks > MAX_BLOCKS)
+		return -EBADMSG;
+	h->size = HDR_SIZE(h->n_blocks);
+	*what = "truncated header";
+	if ((size_t)got < h->size)
+		return -EBADMSG;
+	*what = "header crc mismatch";
+	if (crc32_of(buf, h->size - 4) != get_le32(buf + h->size - 4))
+		return -EBADMSG;
+	/* from here on the header is as written, unless written wrong */
+	h->flags = get_le16(buf + 10);
+	h->data_len = get_le64(buf + 48);
+	h->stored_len = get_le64(buf + 56);
+	*what = "unknown flags";
+	if ((h->flags & ~CHUNK_FLAG_ZLIB) || get_le32(buf + 12) != 0)
+		return -EBADMSG;
+	*what = "bad lengths";
+	if (h->data_len > CHUNK_SIZE_MAX ||
+	    h->n_blocks != ceil_blocks(h->data_len))
+		return -EBADMSG;
+	if (h->flags & CHUNK_FLAG_ZLIB) {
+		if (h->stored_len == 0 || h->stored_len >= h->data_len)
+			return -EBADMSG;
+	} else if (h->stored_len != h->data_len) {
+		return -EBADMSG;
+	}
+	name_to_digest(name, digest);
+	*what = "identity mismatch";
+	if (memcmp(buf + 16, digest, 32) != 0)
+		return -EBADMSG;
+	*what = "file size mismatch";
+	if ((uint64_t)st->st_size != h->size + h->stored_len)
+		return -EBADMSG;
+	for (i = 0; i < h->n_blocks; i++)
+		h->crc[i] = get_le32(buf + HDR_FIXED + 4 * (size_t)i);
+	return 0;
+}
+
+/* True when block @b of the data, at @p, matches its CRC in @h. */
+static bool block_ok(const struct chunk_hdr *h, uint64_t b,
+		     const unsigned char *p)
+{
+	uint64_t start = b * CHUNK_BLOCK;
+	uint64_t n = h->data_len - start < CHUNK_BLOCK ? h->data_len - start
+						       : CHUNK_BLOCK;
+
+	return crc32_of(p, (size_t)n) == h->crc[b];
+}
+
+/*
+ * Open chunk @name and check its header.  On success *fdp, *st and *h are
+ * set; on -EBADMSG the file was handled by corrupt().
+ */
+static int open_checked(struct chunk_store *cs, const char *name, int *fdp,
+			struct stat *st, struct chunk_hdr *h)
+{
+	char rel[CHUNK_NAME_LEN + 4];
+	const char *what = "";
+	int fd = -1, rc;
+
+	if (!chunk_name_valid(name))
+		return -EINVAL;
+	rel_path(name, rel);
+	fd = openat(cs->dirfd, rel, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		what = "open";
+		goto out;
+	}
+	if (fstat(fd, st) < 0) {
+		rc = -errno;
+		what = "stat";
+		goto out;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		rc = S_ISDIR(st->st_mode) ? -EISDIR : -EIO;
+		what = "open";
+		goto out;
+	}
+	rc = read_header(fd, st, name, h, &what);
+	if (rc == -EBADMSG) {
+		rc = corrupt(cs, name, st, what);
+		goto out;
+	}
+	if (rc < 0) {
+		what = "read header of";
+		goto out;
+	}
+	*fdp = fd;
+	fd = -1;
+out:
+	if (rc < 0 && rc != -ENOENT && rc != -EBADMSG && rc != -ENOMEM) {
+		stat_inc(&cs->read_errors);
+		log_warn("cannot %s chunk '%s/%s': %s", what, cs->dir, rel,
+			 strerror(-rc));
+	}
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* Copy [off, end) of raw chunk data, reading and checking whole blocks. */
+static ssize_t read_raw(struct chunk_store *cs, const char *name, int fd,
+			const struct stat *st, const struct chunk_hdr *h,
+			uint64_t off, uint64_t end, void *out)
+{
+	uint64_t b0 = off / CHUNK_BLOCK, b1 = (end - 1) / CHUNK_BLOCK, b;
+	uint64_t start = b0 * CHUNK_BLOCK;
+	uint64_t stop = (b1 + 1) * CHUNK_BLOCK;
+	unsigned char *scratch = NULL;
+	ssize_t rc;
+	long got;
+
+	if (stop > h->data_len)
+		stop = h->data_len;
+	scratch = malloc((size_t)(stop - start));
+	if (!scratch)
+		return -ENOMEM;
+	got = pread_full(fd, scratch, (size_t)(stop - start),
+			 (off_t)(h->size + start));
+	if (got < 0) {
+		rc = got;
+		stat_inc(&cs->read_errors);
+		log_warn("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
+			 name, strerror((int)-rc));
+		goto out;
+	}
+	if ((uint64_t)got != stop - start) {
+		/* the size was checked: the file shrank under us */
+		rc = corrupt(cs, name, st, "short read");
+		goto out;
+	}
+	for (b = b0; b <= b1; b++) {
+		if (!block_ok(h, b, scratch + (b - b0) * CHUNK_BLOCK)) {
+			rc = corrupt(cs, name, st, "data crc mismatch");
+			goto out;
+		}
+	}
+	memcpy(out, scratch + (off - start), (size_t)(end - off));
+	rc = (ssize_t)(end - off);
+out:
+	free(scratch);
+	return rc;
+}
+
+/* Copy [off, end) of compressed chunk data: inflate and check it whole. */
+static ssize_t read_zlib(struct chunk_store *cs, const char *name, int fd,
+			 const struct stat *st, const struct chunk_hdr *h,
+			 uint64_t off, uint64_t end, void *out)
+{
+	unsigned char *z = NULL, *data = NULL;
+	uLongf dlen = (uLongf)h->data_len;
+	uLong zlen = (uLong)h->stored_len;
+	uint64_t b;
+	ssize_t rc;
+	long got;
+	int zrc;
+
+	z = malloc((size_t)h->stored_len);
+	data = malloc((size_t)h->data_len);
+	if (!z || !data) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	got = pread_full(fd, z, (size_t)h->stored_len, (off_t)h->size);
+	if (got < 0) {
+		rc = got;
+		stat_inc(&cs->read_errors);
+		log_warn("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
+			 name, strerror((int)-rc));
+		goto out;
+	}
+	if ((uint64_t)got != h->stored_len) {
+		rc = corrupt(cs, name, st, "short read");
+		goto out;
+	}
+	zrc = uncompress2(data, &dlen, z, &zlen);
+	if (zrc == Z_MEM_ERROR) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (zrc != Z_OK || dlen != h->data_len || zlen != h->stored_len) {
+		rc = corrupt(cs, name, st, "bad compressed data");
+		goto out;
+	}
+	for (b = 0; b < h->n_blocks; b++) {
+		if (!block_ok(h, b, data + b * CHUNK_BLOCK)) {
+			rc = corrupt(cs, name, st, "data crc mismatch");
+			goto out;
+		}
+	}
+	memcpy(out, data + off, (size_t)(end - off));
+	rc = (ssize_t)(end - off);
+out:
+	free(z);
+	free(data);
+	return rc;
+}
+
+ssize_t chunk_read(struct chunk_store *cs, const char *name, uint64_t off,
+		   void *out, size_t len)
+{
+	struct chunk_hdr h;
+	struct stat st;
+	uint64_t end;
+	int fd = -1;
+	ssize_t rc;
+
+	rc = open_checked(cs, name, &fd, &st, &h);
+	if (rc < 0)
+		return rc;
+	if (off >= h.data_len || len == 0) {
+		rc = 0;
+		goto out;
+	}
+	end = h.data_len - off < len ? h.data_len : off + len;
+	if (h.flags & CHUNK_FLAG_ZLIB)
+		rc = read_zlib(cs, name, fd, &st, &h, off, end, out);
+	else
+		rc = read_raw(cs, name, fd, &st, &h, off, end, out);
+out:
+	close(fd);
+	return rc;
+}
+
+int chunk_data_len(struct chunk_store *cs, const char *name, uint64_t *out)
+{
+	struct chunk_hdr h;
+	struct stat st;
+	int fd = -1, rc;
+
+	rc = open_checked(cs, name, &fd, &st, &h);
+	if (rc < 0)
+		return rc;
+	close(fd);
+	*out = h.data_len;
+	return 0;
+}
+
+int chunk_remove(struct chunk_store *cs, const char *name)
+{
+	char rel[CHUNK_NAME_LEN + 4];
+
+	if (!chunk_name_valid(name))
+		return -EINVAL;
+	rel_path(name, rel);
+	if (unlinkat(cs->dirfd, rel, 0) < 0 && errno != ENOENT) {
+		int rc = -errno;
+
+		log_warn("cannot remove chunk '%s/%s': %s", cs->dir, rel,
+			 strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+/* True when temporary @ent was made by this process (PID after TMP_TAG). */
+static bool tmp_is_ours(const char *ent)
+{
+	const char *p = strstr(ent, TMP_TAG);
+	char *endp;
+	long pid;
+
+	if (!p)
+		return false;
+	errno = 0;
+	pid = strtol(p + strlen(TMP_TAG), &endp, 10);
+	return errno == 0 && *endp == '.' && pid == (long)getpid();
+}
+
+/* Delete the non-chunk entry @ent of shard @shard (open as @sfd). */
+static void scan_delete(struct chunk_store *cs, int sfd, const char *shard,
+			const char *ent)
+{
+	bool ours = tmp_is_ours(ent);
+	int rc = 0;
+
+	/* a temporary of ours may be a write in flight: wait it out */
+	if (ours)
+		pthread_rwlock_wrlock(&cs->tmp_lock);
+	if (unlinkat(sfd, ent, 0) < 0 && errno != ENOENT)
+		rc = -errno;
+	if (ours)
+		pthread_rwlock_unlock(&cs->tmp_lock);
+	if (rc < 0)
+		log_warn("cannot remove '%s/%s/%s': %s", cs->dir, shard, ent,
+			 strerror(-rc));
+	else if (!strstr(ent, TMP_TAG))
+		log_info("removed stray file '%s/%s/%s'", cs->dir, shard, ent);
+}
+
+/* Open shard @shard for scanning; a missing or non-folder one is remade. */
+static int scan_open_shard(struct chunk_store *cs, const char *shard)
+{
+	int sfd, rc;
+
+	sfd = openat(cs->dirfd, shard, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sfd >= 0)
+		return sfd;
+	rc = -errno;
+	if (rc == -ENOTDIR) {
+		/* the store is ours: a non-folder in a shard's place is junk */
+		log_warn("replacing non-folder '%s/%s' with a folder", cs->dir,
+			 shard);
+		if (unlinkat(cs->dirfd, shard, 0) == 0 || errno == ENOENT)
+			rc = -ENOENT;
+	}
+	if (rc == -ENOENT) {
+		if (mkdirat(cs->dirfd, shard, 0700) < 0 && errno != EEXIST)
+			rc = -errno;
+		else
+			rc = -ENOENT; /* made: nothing to visit */
+	}
+	if (rc != -ENOENT)
+		log_warn("cannot open '%s/%s': %s", cs->dir, shard,
+			 strerror(-rc));
+	return rc;
+}
+
+static int scan_shard(struct chunk_store *cs, int i, chunk_scan_fn fn,
+		      void *ctx)
+{
+	char shard[3];
+	struct dirent *de;
+	DIR *d = NULL;
+	int sfd, rc;
+
+	snprintf(shard, sizeof(shard), "%02x", i);
+	sfd = scan_open_shard(cs, shard);
+	if (sfd < 0)
+		return sfd == -ENOENT ? 0 : sfd;
+	d = fdopendir(sfd);
+	if (!d) {
+		rc = -errno;
+		close(sfd);
+		log_warn("cannot open '%s/%s': %s", cs->dir, shard,
+			 strerror(-rc));
+		return rc;
+	}
+	for (;;) {
+		struct stat st;
+
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			rc = -errno;
+			if (rc < 0)
+				log_warn("cannot read '%s/%s': %s", cs->dir,
+					 shard, strerror(-rc));
+			break;
+		}
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
+			continue;
+		if (!chunk_name_valid(de->d_name) ||
+		    memcmp(de->d_name, shard, 2) != 0) {
+			scan_delete(cs, sfd, shard, de->d_name);
+			continue;
+		}
+		if (fstatat(sfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				continue;
+			rc = -errno;
+			log_warn("cannot stat '%s/%s/%s': %s", cs->dir, shard,
+				 de->d_name, strerror(-rc));
+			break;
+		}
+		/* a folder cannot be unlinked; anything else is not a chunk */
+		if (!S_ISREG(st.st_mode)) {
+			if (!S_ISDIR(st.st_mode))
+				scan_delete(cs, sfd, shard, de->d_name);
+			continue;
+		}
+		rc = fn(ctx, de->d_name, disk_bytes_of(&st));
+		if (rc < 0)
+			break;
+	}
+	closedir(d);
+	return rc;
+}
+
+int chunk_scan(struct chunk_store *cs, chunk_scan_fn fn, void *ctx)
+{
+	int i, rc;
+
+	for (i = 0; i < 256; i++) {
+		rc = scan_shard(cs, i, fn, ctx);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+void chunk_get_stats(struct chunk_store *cs, struct chunk_stats *out)
+{
+	out->written = atomic_load(&cs->written);
+	out->compressed = atomic_load(&cs->compressed);
+	out->corrupt = atomic_load(&cs->corrupt);
+	out->read_errors = atomic_load(&cs->read_errors);
+	out->write_errors = atomic_load(&cs->write_errors);
+}
