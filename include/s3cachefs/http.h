@@ -49,6 +49,8 @@ struct http_request {
 	uint64_t body_len;
 	http_source_fn source;
 	void *source_ctx;
+	/* the whole attempt, connecting included; 0: no limit */
+	uint32_t timeout_ms;
 	/* response */
 	http_header_fn on_header;
 	http_sink_fn on_body;

@@ -1146,6 +1146,23 @@ static int s3_do(struct s3 *s, struct req *r)
 		hr.on_header = on_header;
 		hr.on_body = on_body;
 		hr.ctx = &a;
+		/*
+		 * The deadline bounds each attempt too, so a server that
+		 * accepts and then says nothing costs `timeout`, not
+		 * io_timeout per retry.  A whole-object GET streams for as
+		 * long as it makes progress: its size is the caller's.
+		 */
+		if (s->conf.retry.deadline_ms &&
+		    !(r->op == S3_OP_GET && r->range_len == S3_TO_END)) {
+			uint64_t spent = now_ms() - start;
+			uint64_t left =
+				spent < s->conf.retry.deadline_ms
+					? s->conf.retry.deadline_ms - spent
+					: 1;
+
+			hr.timeout_ms =
+				left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+		}
 		atomic_fetch_add(&s->requests[r->op], 1);
 		t0 = now_ms();
 		transport_rc = http_perform(s->http, &hr, &status);

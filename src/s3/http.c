@@ -352,6 +352,7 @@ int http_perform(struct http *h, const struct http_request *req, long *status)
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,
 			 (long)h->conf.connect_timeout_ms);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, io_s > 0 ? io_s : 1L);
 	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
