@@ -1,0 +1,145 @@
+/*
+ * vfs.h - filesystem semantics on inode numbers, with no FUSE types.
+ *
+ * The vfs maps a bucket (optionally below a prefix) to a tree of inodes:
+ * directories are common prefixes and "dir/" marker objects, files are
+ * objects.  It answers lookups and listings from the metadata store while
+ * their TTL holds and from S3 (LIST, HEAD) when it does not, and reads
+ * files through the chunk cache, fetching missing chunks with ranged GETs
+ * that carry If-Match with the ETag seen at open.
+ *
+ * Names.  A key segment becomes a file name unless it cannot be one: empty
+ * segments (from "//"), "." and "..", and segments over 255 bytes are not
+ * shown.  When a key is both an object and a prefix ("a" and "a/b"), the
+ * directory is shown and the object is not.
+ *
+ * Consistency.  An open file reads the version whose ETag it saw at open:
+ * cached chunks are keyed by that ETag, fetched ones are asked for with
+ * If-Match.  When S3 answers that the object changed (412), the read fails
+ * with -EIO (logged), the object's metadata is expired, and the next open
+ * sees the new version.  Metadata is trusted for meta_ttl, then revalidated
+ * (HEAD, or LIST for directories); when S3 cannot be reached, what is known
+ * is served and the failure logged.
+ *
+ * Inode numbers live as long as the kernel holds a lookup reference (the
+ * lookup count of FUSE); the root is VFS_ROOT_INO and never forgotten.
+ *
+ * Thread-safe: every call may run concurrently with every other.
+ */
+#ifndef S3CACHEFS_VFS_H
+#define S3CACHEFS_VFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct s3;
+struct meta;
+struct cache;
+
+#define VFS_ROOT_INO 1
+#define VFS_NAME_MAX 255
+
+struct vfs_conf {
+	const char *endpoint; /* chunk identity; "" for AWS */
+	const char *bucket;
+	const char *prefix;	  /* "" or a key prefix ending in '/' */
+	uint64_t chunk_size;	  /* CHUNK_SIZE_MIN..CHUNK_SIZE_MAX */
+	uint64_t meta_ttl_ms;	  /* trust metadata this long */
+	uint64_t negative_ttl_ms; /* trust "no such name" this long */
+	uint64_t readahead;	  /* largest window ahead of a reader */
+	unsigned prefetch;	  /* threads fetching ahead (>= 1) */
+};
+
+struct vfs_attr {
+	uint64_t ino;
+	bool is_dir;
+	uint64_t size;
+	int64_t mtime; /* seconds since the epoch */
+};
+
+struct vfs_stats {
+	uint64_t reads;		/* vfs_read calls */
+	uint64_t bytes_read;	/* returned to readers */
+	uint64_t chunk_hits;	/* chunks served from the cache */
+	uint64_t chunk_fetches; /* chunks fetched from S3 */
+	uint64_t prefetches;	/* of those, fetched ahead of a reader */
+	uint64_t stale;		/* reads failed by a changed object (412) */
+	uint64_t cache_bypass;	/* chunks served without the disk cache */
+};
+
+struct vfs;
+
+/*
+ * Build a vfs over @s, @m and @c (borrowed; they must outlive it) and start
+ * its prefetch threads.  Strings of @conf are copied.  0, -ENOMEM, -EINVAL.
+ */
+int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
+	    struct cache *c, struct vfs **out);
+void vfs_free(struct vfs *v); /* stops the threads; NULL-safe */
+
+/*
+ * Find @name in directory @parent.  On success *out is filled and the
+ * inode's lookup count goes up by one.  -ENOENT (also for names the rules
+ * above hide), -ENOTDIR, -ENAMETOOLONG, -EIO when S3 could not be asked
+ * and nothing is known.
+ */
+int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
+	       struct vfs_attr *out);
+
+/* Drop @n lookup references of @ino; frees it at zero. */
+void vfs_forget(struct vfs *v, uint64_t ino, uint64_t n);
+
+/* Attributes of @ino, revalidated when their TTL has passed. -ENOENT for an
+ * unknown inode. */
+int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out);
+
+/*
+ * A snapshot of a directory's entries, taken at open ("." and ".." are the
+ * caller's).  Entries are in byte order of name.
+ */
+struct vfs_dir;
+int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out);
+void vfs_releasedir(struct vfs *v, struct vfs_dir *d); /* NULL-safe */
+
+/*
+ * Called per entry from vfs_readdir: @attr->ino is valid; @next is the
+ * offset of the following entry.  Return 0 when the entry was taken, 1
+ * when the caller's buffer is full (the entry was not taken).
+ */
+typedef int (*vfs_dirent_fn)(void *ctx, const char *name,
+			     const struct vfs_attr *attr, uint64_t next);
+
+/*
+ * Emit entries from offset @off (0 is the first) until @fn returns 1 or the
+ * snapshot ends.  With @plus, each entry taken counts as a lookup (as
+ * FUSE's readdirplus requires).  0 or -errno.
+ */
+int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
+		vfs_dirent_fn fn, void *ctx);
+
+struct vfs_file;
+
+/*
+ * Open file @ino for reading: revalidates the ETag when its TTL has passed
+ * and fixes it for the life of the handle.  *keep_cache is set when the
+ * kernel's cached pages of this inode may be kept (the ETag is the one of
+ * the previous open).  -EISDIR, -ENOENT, -EROFS for write access.
+ */
+int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
+	     bool *keep_cache);
+
+/*
+ * Read up to @size bytes at @off into @buf.  Returns the bytes read (short
+ * only at the end of the file), or -EIO (S3 unreachable after the configured
+ * timeout, or the object changed since open).
+ */
+ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size,
+		 uint64_t off);
+
+void vfs_release(struct vfs *v, struct vfs_file *f); /* NULL-safe */
+
+void vfs_get_stats(struct vfs *v, struct vfs_stats *out);
+
+#endif

@@ -1,0 +1,943 @@
+/*
+ * main.c - s3cachefs, the daemon: the composition root.
+ *
+ *   s3cachefs BUCKET[:/PREFIX] MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]...
+ *
+ * Options are applied in this order, the last one winning: the table's
+ * defaults, S3CACHEFS_* environment variables, then each -o list in turn.
+ * The generic options mount(8) and fstab pass (rw, nosuid, _netdev, ...) are
+ * accepted; nosuid, nodev and noexec reach the kernel, the rest is dropped.
+ *
+ * Startup builds, in this order, and teardown frees in reverse: logging;
+ * options; credentials and the S3 client; a check of the bucket; the cache
+ * folder and its lock; the metadata store; the chunk store; the cache; the
+ * vfs; the FUSE adapter and its mount.  Then requests are served until the
+ * file system is unmounted or SIGTERM, SIGINT or SIGHUP arrives, the stats
+ * line is logged, and the process exits 0.
+ *
+ * Errors: every failure prints exactly one line, "s3cachefs: ...", on
+ * stderr; the library logs what it understands and this file says the
+ * rest (log_error_count() tells which happened).  Exit status 1 for a
+ * runtime failure, 2 for a wrong command line or option.
+ *
+ * Daemonizing.  Without -f the process forks before it builds anything: the
+ * cache and the vfs start threads, which a fork after them would lose.  The
+ * child does all the work with the terminal's stderr, so startup errors
+ * still reach the user; once mounted it detaches (setsid, syslog, /dev/null)
+ * and tells the parent, which then exits 0.  If the child exits first, the
+ * parent exits with its status.
+ *
+ * S3 unreachable at startup: when the cache folder already holds a metadata
+ * store, the mount goes on with a warning and serves what is cached; with no
+ * cache to serve, it is fatal.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "s3cachefs/buf.h"
+#include "s3cachefs/cache.h"
+#include "s3cachefs/chunk.h"
+#include "s3cachefs/creds.h"
+#include "s3cachefs/fs.h"
+#include "s3cachefs/http.h"
+#include "s3cachefs/log.h"
+#include "s3cachefs/meta.h"
+#include "s3cachefs/options.h"
+#include "s3cachefs/s3.h"
+#include "s3cachefs/strutil.h"
+#include "s3cachefs/vfs.h"
+
+#define PROG "s3cachefs"
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+/* FUSE worker threads: requests wait on S3, so more than libfuse's 10. */
+#define MAX_THREADS 32
+/* Hex digits of SHA-256("ENDPOINT|BUCKET") naming the default cache. */
+#define CACHE_ID_LEN 12
+
+extern char **environ;
+
+/*
+ * Mount options of mount(8) and fstab that mean nothing here: accepted and
+ * dropped.  rw, ro, [no]suid, [no]dev and [no]exec are handled apart.
+ */
+static const char *const generic_opts[] = {
+	"auto",		 "noauto",   "user",	   "nouser",	 "users",
+	"owner",	 "group",    "_netdev",	   "nofail",	 "defaults",
+	"atime",	 "noatime",  "relatime",   "norelatime", "strictatime",
+	"nostrictatime", "diratime", "nodiratime", "lazytime",	 "nolazytime",
+	"async",	 NULL
+};
+
+/* What the command line says, beyond the option table. */
+struct args {
+	char *bucket;	  /* owned */
+	char *prefix;	  /* owned: "" or "dir/sub/" */
+	char *mountpoint; /* owned, absolute */
+	bool foreground, debug;
+	bool nosuid, nodev, noexec;
+};
+
+/* Everything built, torn down in reverse by app_release(). */
+struct app {
+	struct options o;
+	struct args a;
+	enum log_level level;
+	char *source; /* "ENDPOINT|BUCKET": identity of the cache */
+	struct s3_creds creds;
+	struct s3 *s3;
+	char *cache_dir; /* absolute */
+	bool ephemeral;	 /* cache_dir is ours, removed at exit */
+	int lock_fd;
+	struct meta *meta;
+	struct chunk_store *chunks;
+	struct cache *cache;
+	struct vfs *vfs;
+	struct fs *fs;
+	int notify_fd; /* daemonized child: tells the parent it is ready */
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: " PROG " BUCKET[:/PREFIX] MOUNTPOINT [-f] [-d] "
+		"[-o OPT[,OPT...]]...\n"
+		"\n"
+		"Mount an S3 bucket (or a folder of it) read-through a "
+		"persistent local\nchunk cache.\n"
+		"\n"
+		"  -f             stay in the foreground, log to stderr\n"
+		"  -d             -f, log_level=debug and every FUSE request\n"
+		"  -o OPT,...     options below; also S3CACHEFS_<NAME> "
+		"environment variables\n"
+		"  -h, --help     this help\n"
+		"  -V, --version  the version\n"
+		"\n"
+		"Credentials: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+		"~/.aws/credentials\n"
+		"(-o profile=), an s3fs passwd file (-o passwd_file=), or "
+		"-o anonymous.\n"
+		"Generic mount options (rw, nosuid, nodev, noexec, _netdev, "
+		"nofail, ...) are\naccepted.\n\n");
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, PROG ": ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, " (see '" PROG " --help')\n");
+	return EXIT_USAGE;
+}
+
+/*
+ * One line for a failure of @what, unless the library already logged one
+ * since @before.  Returns EXIT_FAIL.
+ */
+static int fail(unsigned long before, const char *what, const char *target,
+		int rc)
+{
+	if (log_error_count() == before)
+		log_error("%s '%s': %s", what, target, strerror(-rc));
+	return EXIT_FAIL;
+}
+
+/* ---- command line ---- */
+
+/*
+ * Split "BUCKET[:/PREFIX]" and normalise PREFIX to "dir/sub/" (or ""): no
+ * leading or trailing '/', no empty, "." or ".." segment.
+ */
+static int parse_source(const char *s, struct args *a)
+{
+	const char *colon = strchr(s, ':');
+	struct buf pre = BUF_INIT(BUF_NO_LIMIT);
+	const char *p, *end, *seg;
+	size_t n;
+
+	n = colon ? (size_t)(colon - s) : strlen(s);
+	if (n == 0)
+		return usage_error("missing bucket name in '%s'", s);
+	a->bucket = strndup(s, n);
+	if (!a->bucket)
+		return usage_error("out of memory%s", "");
+	p = colon ? colon + 1 : "";
+	end = p + strlen(p);
+	while (*p == '/')
+		p++;
+	while (end > p && end[-1] == '/')
+		end--;
+	while (p < end) {
+		seg = p;
+		while (p < end && *p != '/')
+			p++;
+		n = (size_t)(p - seg);
+		if (n == 0 || (n == 1 && seg[0] == '.') ||
+		    (n == 2 && seg[0] == '.' && seg[1] == '.')) {
+			buf_release(&pre);
+			return usage_error("bad prefix in '%s': empty, '.' or "
+					   "'..' segment",
+					   s);
+		}
+		if (buf_add(&pre, seg, n) < 0 || buf_addc(&pre, '/') < 0) {
+			buf_release(&pre);
+			return usage_error("out of memory%s", "");
+		}
+		p++; /* past the '/' (or past end, which ends the loop) */
+	}
+	a->prefix = buf_detach(&pre, NULL);
+	if (!a->prefix)
+		return usage_error("out of memory%s", "");
+	return 0;
+}
+
+static bool is_generic_opt(const char *item, size_t len)
+{
+	size_t i;
+
+	if (len >= 2 && strncmp(item, "x-", 2) == 0)
+		return true; /* x-systemd.*, x-gvfs-*: for other programs */
+	if (len >= 8 && strncmp(item, "comment=", 8) == 0)
+		return true;
+	for (i = 0; generic_opts[i]; i++)
+		if (strlen(generic_opts[i]) == len &&
+		    strncmp(generic_opts[i], item, len) == 0)
+			return true;
+	return false;
+}
+
+/* Is @item (of @len bytes) the word @w? */
+static bool item_is(const char *item, size_t len, const char *w)
+{
+	return strlen(w) == len && strncmp(item, w, len) == 0;
+}
+
+/*
+ * Apply one -o list: mount(8)'s generic options are taken out (the mount
+ * flags among them noted in @a), the rest goes to the option table.  Items
+ * keep their backslash escapes, which options_parse_list undoes.
+ */
+static int apply_opt_list(struct options *o, struct args *a, const char *list,
+			  struct buf *err)
+{
+	struct buf rest = BUF_INIT(BUF_NO_LIMIT);
+	const char *p = list, *item;
+	int rc = 0;
+
+	while (rc == 0) {
+		size_t len;
+
+		item = p;
+		while (*p && *p != ',') {
+			if (*p == '\\' && p[1])
+				p++;
+			p++;
+		}
+		len = (size_t)(p - item);
+		if (item_is(item, len, "rw")) {
+			/* in place, so that "ro,rw" ends read-write */
+			item = "ro=no";
+			len = strlen(item);
+		}
+		if (item_is(item, len, "nosuid") ||
+		    item_is(item, len, "suid")) {
+			a->nosuid = item[0] == 'n';
+		} else if (item_is(item, len, "nodev") ||
+			   item_is(item, len, "dev")) {
+			a->nodev = item[0] == 'n';
+		} else if (item_is(item, len, "noexec") ||
+			   item_is(item, len, "exec")) {
+			a->noexec = item[0] == 'n';
+		} else if (!is_generic_opt(item, len)) {
+			if (rest.len)
+				rc = buf_addc(&rest, ',');
+			if (rc == 0)
+				rc = buf_add(&rest, item, len);
+		}
+		if (!*p)
+			break;
+		p++;
+	}
+	if (rc < 0)
+		buf_adds(err, "out of memory");
+	else if (rc == 0 && rest.len)
+		rc = options_parse_list(o, rest.data, err);
+	buf_release(&rest);
+	return rc;
+}
+
+/*
+ * Parse the command line into @app.  0 to go on, -1 when --help or
+ * --version was answered (exit 0), or the exit status of an error.
+ */
+static int parse_args(struct app *app, int argc, char **argv)
+{
+	static const struct option long_opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct buf err = BUF_INIT(4096);
+	char real[PATH_MAX], flag[3] = "-?";
+	struct stat st;
+	int opt, rc = 0;
+
+	/* the environment first: -o lists override it */
+	if (options_load_env(&app->o, environ, NULL, &err) < 0) {
+		fprintf(stderr, PROG ": %s\n", buf_str(&err));
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	opterr = 0; /* one line per failure: ours */
+	while ((opt = getopt_long(argc, argv, "fdo:hV", long_opts, NULL)) !=
+	       -1) {
+		switch (opt) {
+		case 'f':
+			app->a.foreground = true;
+			break;
+		case 'd':
+			app->a.foreground = true;
+			app->a.debug = true;
+			break;
+		case 'o':
+			buf_reset(&err);
+			if (apply_opt_list(&app->o, &app->a, optarg, &err) <
+			    0) {
+				fprintf(stderr, PROG ": %s\n", buf_str(&err));
+				rc = EXIT_USAGE;
+				goto out;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			options_help(stdout);
+			rc = -1;
+			goto out;
+		case 'V':
+			printf(PROG " " S3CACHEFS_VERSION " (%s)\n",
+			       http_version());
+			rc = -1;
+			goto out;
+		default:
+			flag[1] = (char)optopt;
+			if (optopt == 'o')
+				rc = usage_error("flag '-o' needs a value%s",
+						 "");
+			else
+				rc = usage_error("unknown flag '%s'",
+						 optopt ? flag
+							: argv[optind - 1]);
+			goto out;
+		}
+	}
+	if (argc - optind != 2) {
+		rc = usage_error(argc - optind < 2
+					 ? "expected BUCKET[:/PREFIX] and "
+					   "MOUNTPOINT%s"
+					 : "too many arguments%s",
+				 "");
+		goto out;
+	}
+	rc = parse_source(argv[optind], &app->a);
+	if (rc != 0)
+		goto out;
+	if (stat(argv[optind + 1], &st) < 0) {
+		log_error("mount point '%s': %s", argv[optind + 1],
+			  strerror(errno));
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("mount point '%s' is not a directory",
+			  argv[optind + 1]);
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	if (!realpath(argv[optind + 1], real) ||
+	    !(app->a.mountpoint = strdup(real))) {
+		log_error("mount point '%s': %s", argv[optind + 1],
+			  strerror(errno));
+		rc = EXIT_FAIL;
+		goto out;
+	}
+out:
+	buf_release(&err);
+	return rc;
+}
+
+/* ---- daemon ---- */
+
+/*
+ * Fork; the parent waits for the child to be ready and returns its exit
+ * status in *status (true returned), the child returns false with
+ * app->notify_fd set.
+ */
+static bool daemon_fork(struct app *app, int *status)
+{
+	int p[2], st;
+	pid_t pid;
+	ssize_t n;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		log_error("cannot daemonize: pipe: %s", strerror(errno));
+		*status = EXIT_FAIL;
+		return true;
+	}
+	pid = fork();
+	if (pid < 0) {
+		log_error("cannot daemonize: fork: %s", strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		*status = EXIT_FAIL;
+		return true;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		app->notify_fd = p[1];
+		return false;
+	}
+	close(p[1]);
+	do
+		n = read(p[0], &c, 1);
+	while (n < 0 && errno == EINTR);
+	close(p[0]);
+	if (n == 1) {
+		*status = 0;
+		return true;
+	}
+	/* the child ended without being ready: it said why */
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(st))
+		*status = WEXITSTATUS(st);
+	else
+		*status = EXIT_FAIL;
+	if (WIFSIGNALED(st))
+		log_error("mount process killed by signal %d", WTERMSIG(st));
+	return true;
+}
+
+/* The mount is up: leave the terminal and let the parent exit. */
+static void daemon_ready(struct app *app)
+{
+	int fd;
+
+	if (app->notify_fd < 0)
+		return;
+	setsid();
+	if (chdir("/") < 0) {
+		/* "/" always exists; nothing depends on the cwd */
+	}
+	log_init(PROG, app->level, true);
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	if (write(app->notify_fd, "", 1) != 1)
+		log_warn("cannot tell the parent process: %s", strerror(errno));
+	close(app->notify_fd);
+	app->notify_fd = -1;
+}
+
+/* ---- the cache folder ---- */
+
+/* mkdir -p with @mode for the folders it creates; 0 or -errno. */
+static int mkdir_p(const char *path, mode_t mode)
+{
+	struct stat st;
+	char *p, *s;
+	int rc = 0;
+
+	p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	for (s = p + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+
+			*s = '\0';
+			if (mkdir(p, mode) < 0 && errno != EEXIST) {
+				rc = -errno;
+				break;
+			}
+			*s = c;
+			if (!c)
+				break;
+		}
+	}
+	free(p);
+	if (rc == 0 && stat(path, &st) < 0)
+		rc = -errno;
+	if (rc == 0 && !S_ISDIR(st.st_mode))
+		rc = -ENOTDIR;
+	return rc;
+}
+
+/*
+ * The default folder, $XDG_CACHE_HOME/s3cachefs/BUCKET-ID (else
+ * ~/.cache/s3cachefs/..., /var/cache/s3cachefs/... for root).
+ */
+static int default_cache_dir(const struct app *app, char **out)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	char hex[65];
+	int n;
+
+	sha256_hex(app->source, strlen(app->source), hex);
+	hex[CACHE_ID_LEN] = '\0';
+	if (geteuid() == 0) {
+		n = asprintf(out, "/var/cache/s3cachefs/%s-%s", app->a.bucket,
+			     hex);
+	} else if (xdg && xdg[0] == '/') {
+		n = asprintf(out, "%s/s3cachefs/%s-%s", xdg, app->a.bucket,
+			     hex);
+	} else {
+		if (!home || home[0] != '/') {
+			struct passwd *pw = getpwuid(getuid());
+
+			home = pw ? pw->pw_dir : NULL;
+		}
+		if (!home) {
+			log_error("no home folder for the cache: set "
+				  "cache_dir= or $XDG_CACHE_HOME");
+			return -ENOENT;
+		}
+		n = asprintf(out, "%s/.cache/s3cachefs/%s-%s", home,
+			     app->a.bucket, hex);
+	}
+	return n < 0 ? -ENOMEM : 0;
+}
+
+/* The folder's absolute path, for when the daemon leaves its cwd. */
+static int make_absolute(char **path)
+{
+	char real[PATH_MAX], *s;
+
+	if (!realpath(*path, real))
+		return -errno;
+	s = strdup(real);
+	if (!s)
+		return -ENOMEM;
+	free(*path);
+	*path = s;
+	return 0;
+}
+
+/* Where the cache lives (not created): persistent folders only. */
+static int cache_dir_path(struct app *app)
+{
+	if (app->o.cache_mode == OPT_CACHE_EPHEMERAL)
+		return 0;
+	if (app->o.cache_dir && app->o.cache_dir[0]) {
+		app->cache_dir = strdup(app->o.cache_dir);
+		return app->cache_dir ? 0 : -ENOMEM;
+	}
+	return default_cache_dir(app, &app->cache_dir);
+}
+
+/* Create (or, ephemeral, make up) the folder; 0 or EXIT_FAIL (logged). */
+static int cache_dir_create(struct app *app)
+{
+	const char *tmp = getenv("TMPDIR");
+	int rc;
+
+	if (app->o.cache_mode == OPT_CACHE_EPHEMERAL) {
+		if (app->o.cache_dir && app->o.cache_dir[0])
+			log_warn("cache_dir '%s' unused: cache=ephemeral uses "
+				 "a temporary folder",
+				 app->o.cache_dir);
+		if (asprintf(&app->cache_dir, "%s/s3cachefs.XXXXXX",
+			     tmp && *tmp ? tmp : "/tmp") < 0) {
+			app->cache_dir = NULL;
+			log_error("out of memory");
+			return EXIT_FAIL;
+		}
+		if (!mkdtemp(app->cache_dir)) {
+			log_error("cannot create a temporary cache folder in "
+				  "'%s': %s",
+				  tmp && *tmp ? tmp : "/tmp", strerror(errno));
+			return EXIT_FAIL;
+		}
+		app->ephemeral = true;
+	} else {
+		rc = mkdir_p(app->cache_dir, 0700);
+		if (rc < 0) {
+			log_error("cannot create cache folder '%s': %s",
+				  app->cache_dir, strerror(-rc));
+			return EXIT_FAIL;
+		}
+	}
+	rc = make_absolute(&app->cache_dir);
+	if (rc < 0) {
+		log_error("cache folder '%s': %s", app->cache_dir,
+			  strerror(-rc));
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+/* One mount per cache folder: an exclusive flock on CACHE_DIR/lock. */
+static int cache_dir_lock(struct app *app)
+{
+	char *path = NULL;
+	int rc = 0;
+
+	if (asprintf(&path, "%s/lock", app->cache_dir) < 0) {
+		log_error("out of memory");
+		return EXIT_FAIL;
+	}
+	app->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (app->lock_fd < 0) {
+		log_error("cannot open '%s': %s", path, strerror(errno));
+		rc = EXIT_FAIL;
+	} else if (flock(app->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			log_error("cache folder '%s' is in use by another "
+				  "mount",
+				  app->cache_dir);
+		else
+			log_error("cannot lock '%s': %s", path,
+				  strerror(errno));
+		rc = EXIT_FAIL;
+	}
+	free(path);
+	return rc;
+}
+
+static bool has_meta_db(const char *dir)
+{
+	char *path = NULL;
+	bool ok;
+
+	if (!dir || asprintf(&path, "%s/meta.db", dir) < 0)
+		return false;
+	ok = access(path, F_OK) == 0;
+	free(path);
+	return ok;
+}
+
+/* Failures that say S3 could not be reached, not that it refused. */
+static bool transport_error(int rc)
+{
+	switch (-rc) {
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case ETIMEDOUT:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EPIPE:
+	case EIO:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag,
+		    struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	if (remove(path) < 0)
+		log_warn("cannot remove '%s': %s", path, strerror(errno));
+	return 0;
+}
+
+/* ---- composition ---- */
+
+/* Credentials and the S3 client, and a first look at the bucket. */
+static int open_s3(struct app *app)
+{
+	struct buf err = BUF_INIT(4096);
+	struct creds_conf cc;
+	struct s3_conf conf;
+	unsigned long before;
+	int rc;
+
+	/* curl reads the CA file at each new connection: after chdir("/") */
+	if (app->o.ca_bundle && app->o.ca_bundle[0] &&
+	    app->o.ca_bundle[0] != '/' && make_absolute(&app->o.ca_bundle) < 0)
+		log_debug("ca_bundle '%s' left relative", app->o.ca_bundle);
+	rc = options_to_s3_conf(&app->o, app->a.bucket, &conf, &cc, &err);
+	if (rc < 0) {
+		fprintf(stderr, PROG ": %s\n", buf_str(&err));
+		buf_release(&err);
+		return EXIT_USAGE;
+	}
+	buf_release(&err);
+	before = log_error_count();
+	rc = creds_resolve(&cc, &app->creds);
+	if (rc < 0)
+		return fail(before, "credentials for bucket", app->a.bucket,
+			    rc);
+	if (!conf.region && app->creds.region)
+		conf.region = app->creds.region;
+	before = log_error_count();
+	rc = s3_open(&conf, &app->creds, &app->s3);
+	if (rc < 0)
+		return fail(before, "connect to bucket", app->a.bucket, rc);
+	before = log_error_count();
+	rc = s3_check_bucket(app->s3);
+	if (rc < 0) {
+		if (transport_error(rc) && has_meta_db(app->cache_dir)) {
+			log_warn("bucket '%s' unreachable: serving what the "
+				 "cache in '%s' holds",
+				 app->a.bucket, app->cache_dir);
+			return 0;
+		}
+		return fail(before, "bucket", app->a.bucket, rc);
+	}
+	return 0;
+}
+
+/* The stores under the cache folder, the cache and the vfs. */
+static int open_stores(struct app *app)
+{
+	struct chunk_store_conf csc = { 0 };
+	struct cache_conf cac = { 0 };
+	struct meta_conf mc = { 0 };
+	struct vfs_conf vc = { 0 };
+	char *db = NULL, *chunks = NULL;
+	unsigned long before = log_error_count();
+	int rc;
+
+	if (asprintf(&db, "%s/meta.db", app->cache_dir) < 0)
+		db = NULL;
+	if (asprintf(&chunks, "%s/chunks", app->cache_dir) < 0)
+		chunks = NULL;
+	if (!db || !chunks) {
+		rc = fail(before, "cache folder", app->cache_dir, -ENOMEM);
+		goto out;
+	}
+	mc.path = db;
+	mc.source = app->source;
+	rc = meta_open(&mc, &app->meta);
+	if (rc < 0) {
+		rc = fail(before, "cannot open metadata store", db, rc);
+		goto out;
+	}
+	csc.dir = chunks;
+	csc.compress_level = options_compress_level(app->o.compress);
+	csc.durable = false;
+	rc = chunk_store_open(&csc, &app->chunks);
+	if (rc < 0) {
+		rc = fail(before, "cannot open chunk store", chunks, rc);
+		goto out;
+	}
+	cac.dir = app->cache_dir;
+	cac.cap_bytes = app->o.cache_size;
+	cac.min_free_bytes = app->o.cache_min_free;
+	cac.high_pct = 95;
+	cac.low_pct = 85;
+	cac.flush_ms = 5000;
+	rc = cache_open(&cac, app->meta, app->chunks, &app->cache);
+	if (rc < 0) {
+		rc = fail(before, "cannot open cache", app->cache_dir, rc);
+		goto out;
+	}
+	vc.endpoint = app->o.endpoint ? app->o.endpoint : "";
+	vc.bucket = app->a.bucket;
+	vc.prefix = app->a.prefix;
+	vc.chunk_size = app->o.chunk_size;
+	vc.meta_ttl_ms = app->o.meta_ttl_ms;
+	vc.negative_ttl_ms = app->o.negative_ttl_ms;
+	vc.readahead = app->o.readahead;
+	vc.prefetch = (unsigned)app->o.prefetch;
+	rc = vfs_new(&vc, app->s3, app->meta, app->cache, &app->vfs);
+	if (rc < 0) {
+		rc = fail(before, "cannot start the file system for bucket",
+			  app->a.bucket, rc);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(db);
+	free(chunks);
+	return rc;
+}
+
+static int mount_fs(struct app *app)
+{
+	struct fs_conf fc = { 0 };
+	char *fsname = NULL;
+	unsigned long before = log_error_count();
+	int rc;
+
+	if (asprintf(&fsname, PROG ":%s", app->a.bucket) < 0)
+		return fail(before, "mount", app->a.mountpoint, -ENOMEM);
+	fc.fsname = fsname;
+	fc.entry_timeout = (double)app->o.meta_ttl_ms / 1000.0;
+	fc.attr_timeout = fc.entry_timeout;
+	fc.negative_timeout = (double)app->o.negative_ttl_ms / 1000.0;
+	fc.allow_other = app->o.allow_other;
+	fc.ro = app->o.ro;
+	fc.nosuid = app->a.nosuid;
+	fc.nodev = app->a.nodev;
+	fc.noexec = app->a.noexec;
+	fc.uid = getuid();
+	fc.gid = getgid();
+	fc.max_threads = MAX_THREADS;
+	fc.debug = app->a.debug;
+	rc = fs_new(&fc, app->vfs, &app->fs);
+	free(fsname);
+	if (rc < 0)
+		return fail(before, "mount", app->a.mountpoint, rc);
+	rc = fs_mount(app->fs, app->a.mountpoint);
+	if (rc < 0)
+		return fail(before, "mount", app->a.mountpoint, rc);
+	return 0;
+}
+
+/* The one stats line, in key=value form: tests parse it. */
+static void log_stats(struct app *app)
+{
+	struct vfs_stats vs = { 0 };
+	struct cache_stats cs = { 0 };
+	struct s3_stats ss = { 0 };
+
+	if (!log_enabled(LOG_LVL_INFO))
+		return;
+	if (app->vfs)
+		vfs_get_stats(app->vfs, &vs);
+	if (app->cache)
+		cache_get_stats(app->cache, &cs);
+	if (app->s3)
+		s3_get_stats(app->s3, &ss);
+	log_info("stats: vfs reads=%" PRIu64 " bytes=%" PRIu64
+		 " chunk_hits=%" PRIu64 " fetches=%" PRIu64
+		 " prefetches=%" PRIu64 " stale=%" PRIu64 " bypass=%" PRIu64
+		 "; cache used=%" PRIu64 " cap=%" PRIu64 " chunks=%" PRIu64
+		 " hits=%" PRIu64 " misses=%" PRIu64 " admitted=%" PRIu64
+		 " evicted=%" PRIu64 " corrupt=%" PRIu64 " disk_errors=%" PRIu64
+		 "; s3 get=%" PRIu64 " head=%" PRIu64 " list=%" PRIu64
+		 " retries=%" PRIu64 " errors=%" PRIu64,
+		 vs.reads, vs.bytes_read, vs.chunk_hits, vs.chunk_fetches,
+		 vs.prefetches, vs.stale, vs.cache_bypass, cs.used_bytes,
+		 cs.cap_bytes, cs.chunks, cs.hits, cs.misses, cs.admitted,
+		 cs.evicted, cs.corrupt, cs.disk_errors, ss.requests[S3_OP_GET],
+		 ss.requests[S3_OP_HEAD], ss.requests[S3_OP_LIST], ss.retries,
+		 ss.errors);
+}
+
+/* Build everything, serve, and say how it went: the exit status. */
+static int run(struct app *app)
+{
+	unsigned long before = log_error_count();
+	int rc;
+
+	if (asprintf(&app->source, "%s|%s",
+		     app->o.endpoint ? app->o.endpoint : "",
+		     app->a.bucket) < 0) {
+		app->source = NULL;
+		log_error("out of memory");
+		return EXIT_FAIL;
+	}
+	rc = cache_dir_path(app);
+	if (rc < 0)
+		return fail(before, "cache folder for bucket", app->a.bucket,
+			    rc);
+	rc = open_s3(app);
+	if (rc == 0)
+		rc = cache_dir_create(app);
+	if (rc == 0)
+		rc = cache_dir_lock(app);
+	if (rc == 0) {
+		/*
+		 * The cache's and the vfs's threads must not take the signals
+		 * that end the loop: the handler only sets a flag, which the
+		 * main thread sees when its wait is interrupted.
+		 */
+		sigset_t stop, old;
+
+		sigemptyset(&stop);
+		sigaddset(&stop, SIGTERM);
+		sigaddset(&stop, SIGINT);
+		sigaddset(&stop, SIGHUP);
+		pthread_sigmask(SIG_BLOCK, &stop, &old);
+		rc = open_stores(app);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	if (rc == 0)
+		rc = mount_fs(app);
+	if (rc != 0)
+		return rc;
+	log_info("mounted '%s%s%s' on '%s', cache in '%s'", app->a.bucket,
+		 app->a.prefix[0] ? ":/" : "", app->a.prefix, app->a.mountpoint,
+		 app->cache_dir);
+	daemon_ready(app);
+	rc = fs_run(app->fs) < 0 ? EXIT_FAIL : 0;
+	fs_unmount(app->fs);
+	log_stats(app);
+	return rc;
+}
+
+static void app_release(struct app *app)
+{
+	fs_free(app->fs);
+	vfs_free(app->vfs);
+	cache_close(app->cache);
+	chunk_store_close(app->chunks);
+	meta_close(app->meta);
+	if (app->lock_fd >= 0)
+		close(app->lock_fd);
+	if (app->ephemeral)
+		nftw(app->cache_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(app->cache_dir);
+	s3_close(app->s3);
+	creds_release(&app->creds);
+	free(app->source);
+	if (app->notify_fd >= 0)
+		close(app->notify_fd);
+	free(app->a.bucket);
+	free(app->a.prefix);
+	free(app->a.mountpoint);
+	options_release(&app->o);
+}
+
+int main(int argc, char **argv)
+{
+	struct app app = { .lock_fd = -1, .notify_fd = -1 };
+	int rc;
+
+	log_init(PROG, LOG_LVL_WARN, false);
+	if (options_init(&app.o) < 0) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return EXIT_FAIL;
+	}
+	rc = parse_args(&app, argc, argv);
+	if (rc != 0) {
+		rc = rc < 0 ? 0 : rc;
+		goto out;
+	}
+	app.level =
+		app.a.debug ? LOG_LVL_DEBUG : (enum log_level)app.o.log_level;
+	log_set_level(app.level);
+	if (!app.a.foreground && daemon_fork(&app, &rc))
+		goto out;
+	rc = run(&app);
+out:
+	app_release(&app);
+	return rc;
+}

@@ -1,0 +1,1690 @@
+/*
+ * vfs.c - the filesystem on inode numbers: names, attributes, listings and
+ * reads through the chunk cache.
+ *
+ * Inodes.  struct node is one name the kernel holds a lookup reference to:
+ * its path below the mount's prefix, whether it is a directory, and for
+ * files the attributes last seen with when they stop being trusted.  Nodes
+ * live in two hash tables (by inode number, by parent and name) under
+ * v->lock, and are freed when their lookup count drops to zero.  The root
+ * is created at start and never freed.
+ *
+ * Where answers come from, in order: the node's own attributes while fresh;
+ * the metadata store (listings, objects, negative entries) while fresh; S3
+ * (LIST for directories, LIST + HEAD for one name, HEAD for one file); and
+ * when S3 cannot be reached, whatever stale knowledge the store has.  S3 is
+ * then considered offline for OFFLINE_MS, during which stale metadata is
+ * served without asking, so a dead network costs one timeout, not one per
+ * call.
+ *
+ * Reads.  A handle fixes the object's ETag at open.  Each chunk a read
+ * touches is read from the cache, or else fetched whole with a ranged GET
+ * carrying If-Match, admitted to the cache, and copied out.  A fetch in
+ * flight is shared: a second reader of the same chunk (or the prefetcher)
+ * waits for it instead of asking again (struct inflight).  When the cache
+ * cannot take a chunk (disk full or failing), it is kept in a small ring of
+ * memory chunks so that the reads that follow do not fetch it again.
+ *
+ * Readahead.  Each handle tracks where its reads end; reads that continue
+ * near there are sequential and widen the window (doubling up to
+ * conf.readahead); chunks in the window are queued to the prefetch threads.
+ * A read elsewhere closes the window, so random reads fetch only the chunks
+ * they touch.  Memory is bounded: each fetch holds one chunk, the fetches
+ * are bounded by the FUSE threads plus the prefetch threads, the queue and
+ * the memory ring have fixed sizes.
+ *
+ * Lock order: v->lock, then f->lock is never taken inside it (handles lock
+ * only their own readahead state); no lock is held across S3, SQLite or
+ * the cache except where noted.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "s3cachefs/buf.h"
+#include "s3cachefs/cache.h"
+#include "s3cachefs/chunk.h"
+#include "s3cachefs/log.h"
+#include "s3cachefs/meta.h"
+#include "s3cachefs/s3.h"
+#include "s3cachefs/vfs.h"
+
+#define OFFLINE_MS 5000	      /* trust stale metadata after a failure */
+#define SEQ_SLACK (2u << 20)  /* reads this near the last end continue it */
+#define QUEUE_PER_THREAD 8    /* prefetch jobs queued per thread */
+#define MEM_RING 4	      /* chunks kept in memory when the disk fails */
+#define TOUCH_BATCH 64	      /* object access stamps written per batch */
+#define TOUCH_MAX_AGE_MS 5000 /* ... or at least this often */
+#define HASH_MIN 256
+
+struct node {
+	uint64_t ino;
+	uint64_t parent;
+	char *name; /* one segment; "" for the root */
+	char *path; /* below the prefix: "" root, "a/b" */
+	bool is_dir;
+	uint64_t nlookup;
+	/* files, all under v->lock */
+	char *etag; /* or NULL when not known yet */
+	uint64_t size;
+	int64_t mtime;
+	int64_t expires_ms;    /* attributes trusted until */
+	char *opened_etag;     /* ETag of the last open, for keep_cache */
+	struct node *next_ino; /* hash chains */
+	struct node *next_name;
+};
+
+struct dirent_snap {
+	char *name;
+	bool is_dir;
+	uint64_t size;
+	int64_t mtime;
+	char *etag;
+};
+
+struct vfs_dir {
+	struct vfs_dir *prev, *next; /* open directories, under v->lock */
+	uint64_t ino;
+	struct dirent_snap *e;
+	size_t n;
+};
+
+struct vfs_file {
+	struct vfs_file *prev, *next; /* open files, under v->lock */
+	uint64_t ino;
+	char *key;
+	char *etag;
+	uint64_t size;
+	pthread_mutex_t lock; /* guards the readahead state below */
+	uint64_t next_off;    /* end of the reads so far */
+	uint64_t window;      /* bytes to keep fetched ahead; 0: random */
+	uint64_t ra_next;     /* first chunk index not yet queued */
+};
+
+/* A chunk fetch in flight, shared by everyone who needs that chunk. */
+struct inflight {
+	char name[CHUNK_NAME_LEN + 1];
+	unsigned refs; /* under v->lock */
+	bool done;
+	int rc;
+	struct buf data; /* the whole chunk once done and rc == 0 */
+	struct inflight *next;
+};
+
+struct prefetch_job {
+	char *key;
+	char *etag;
+	uint64_t index;
+	uint64_t size; /* of the object */
+};
+
+struct mem_chunk {
+	char name[CHUNK_NAME_LEN + 1]; /* "" when the slot is free */
+	struct buf data;
+	uint64_t stamp;
+};
+
+struct vfs {
+	struct vfs_conf conf; /* strings owned */
+	struct s3 *s3;
+	struct meta *meta;
+	struct cache *cache;
+
+	pthread_mutex_t lock;
+	/* under lock: */
+	struct node **by_ino, **by_name;
+	size_t n_buckets, n_nodes;
+	uint64_t next_ino;
+	int64_t started; /* seconds: the time shown for directories */
+	struct inflight *inflight;
+	struct mem_chunk ring[MEM_RING];
+	/* handles the kernel has not released yet, freed by vfs_free */
+	struct vfs_file *files;
+	struct vfs_dir *dirs;
+	uint64_t ring_clock;
+	int64_t offline_until_ms;
+	struct meta_touch *touches; /* pending object access stamps */
+	char **touch_keys;
+	size_t n_touches;
+	int64_t touches_since_ms;
+
+	/* prefetch queue, under lock */
+	pthread_cond_t queue_cond;
+	struct prefetch_job *queue;
+	size_t q_cap, q_head, q_len;
+	bool stopping;
+	pthread_t *threads;
+	unsigned n_threads;
+
+	struct vfs_stats stats; /* atomics */
+};
+
+#define STAT_ADD(v, field, n) \
+	__atomic_fetch_add(&(v)->stats.field, (n), __ATOMIC_RELAXED)
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* S3 errors that say "cannot ask now", as opposed to an answer. */
+static bool unavailable(int rc)
+{
+	switch (rc) {
+	case -ECONNREFUSED:
+	case -EHOSTUNREACH:
+	case -ETIMEDOUT:
+	case -ECONNRESET:
+	case -EPIPE:
+	case -EPROTO:
+	case -EIO:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static bool is_offline(struct vfs *v)
+{
+	bool off;
+
+	pthread_mutex_lock(&v->lock);
+	off = now_ms() < v->offline_until_ms;
+	pthread_mutex_unlock(&v->lock);
+	return off;
+}
+
+/* Note the outcome of asking S3: failures open the offline window. */
+static void note_s3(struct vfs *v, int rc)
+{
+	if (!unavailable(rc))
+		return;
+	pthread_mutex_lock(&v->lock);
+	if (now_ms() >= v->offline_until_ms)
+		log_warn("s3 unreachable (%s): serving what the cache knows",
+			 strerror(-rc));
+	v->offline_until_ms = now_ms() + OFFLINE_MS;
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* ---- names ---- */
+
+/* True when @name (of @len bytes) may be a file name (vfs.h's rules). */
+static bool name_ok(const char *name, size_t len)
+{
+	if (len == 0 || len > VFS_NAME_MAX)
+		return false;
+	if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')))
+		return false;
+	return memchr(name, '/', len) == NULL && memchr(name, 0, len) == NULL;
+}
+
+/* The S3 key of @path: prefix + path.  Caller frees. */
+static char *key_of(struct vfs *v, const char *path)
+{
+	struct buf b = BUF_INIT(BUF_NO_LIMIT);
+
+	if (buf_adds(&b, v->conf.prefix) < 0 || buf_adds(&b, path) < 0) {
+		buf_release(&b);
+		return NULL;
+	}
+	return buf_detach(&b, NULL);
+}
+
+/* The listing prefix of directory @path: "prefix/path/" ("prefix" at the
+ * root).  Caller frees. */
+static char *dir_prefix_of(struct vfs *v, const char *path)
+{
+	struct buf b = BUF_INIT(BUF_NO_LIMIT);
+
+	if (buf_adds(&b, v->conf.prefix) < 0 || buf_adds(&b, path) < 0 ||
+	    (*path && buf_addc(&b, '/') < 0)) {
+		buf_release(&b);
+		return NULL;
+	}
+	return buf_detach(&b, NULL);
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+	struct buf b = BUF_INIT(BUF_NO_LIMIT);
+
+	if ((*dir && (buf_adds(&b, dir) < 0 || buf_addc(&b, '/') < 0)) ||
+	    buf_adds(&b, name) < 0) {
+		buf_release(&b);
+		return NULL;
+	}
+	return buf_detach(&b, NULL);
+}
+
+/* ---- the node tables (all under v->lock) ---- */
+
+static size_t hash_u64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	return (size_t)x;
+}
+
+static size_t hash_name(uint64_t parent, const char *name)
+{
+	uint64_t h = 1469598103934665603ULL ^ hash_u64(parent);
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 1099511628211ULL;
+	return (size_t)h;
+}
+
+static struct node *node_by_ino(struct vfs *v, uint64_t ino)
+{
+	struct node *n = v->by_ino[hash_u64(ino) & (v->n_buckets - 1)];
+
+	while (n && n->ino != ino)
+		n = n->next_ino;
+	return n;
+}
+
+static struct node *node_by_name(struct vfs *v, uint64_t parent,
+				 const char *name)
+{
+	struct node *n =
+		v->by_name[hash_name(parent, name) & (v->n_buckets - 1)];
+
+	while (n && (n->parent != parent || strcmp(n->name, name) != 0))
+		n = n->next_name;
+	return n;
+}
+
+static void link_node(struct vfs *v, struct node *n)
+{
+	size_t i = hash_u64(n->ino) & (v->n_buckets - 1);
+	size_t j = hash_name(n->parent, n->name) & (v->n_buckets - 1);
+
+	n->next_ino = v->by_ino[i];
+	v->by_ino[i] = n;
+	n->next_name = v->by_name[j];
+	v->by_name[j] = n;
+}
+
+/* Double the tables when they fill; on failure they stay as they were. */
+static void grow_tables(struct vfs *v)
+{
+	struct node **old = v->by_ino, **bi, **bn;
+	size_t i, old_n = v->n_buckets;
+
+	if (v->n_nodes < v->n_buckets)
+		return;
+	bi = calloc(old_n * 2, sizeof(*bi));
+	bn = calloc(old_n * 2, sizeof(*bn));
+	if (!bi || !bn) {
+		free(bi);
+		free(bn);
+		return;
+	}
+	free(v->by_name);
+	v->by_ino = bi;
+	v->by_name = bn;
+	v->n_buckets = old_n * 2;
+	for (i = 0; i < old_n; i++) {
+		struct node *n = old[i], *next;
+
+		for (; n; n = next) {
+			next = n->next_ino;
+			link_node(v, n);
+		}
+	}
+	free(old);
+}
+
+static void unlink_node(struct vfs *v, struct node *n)
+{
+	struct node **p = &v->by_ino[hash_u64(n->ino) & (v->n_buckets - 1)];
+
+	while (*p != n)
+		p = &(*p)->next_ino;
+	*p = n->next_ino;
+	p = &v->by_name[hash_name(n->parent, n->name) & (v->n_buckets - 1)];
+	while (*p != n)
+		p = &(*p)->next_name;
+	*p = n->next_name;
+	v->n_nodes--;
+}
+
+static void node_free(struct node *n)
+{
+	if (!n)
+		return;
+	free(n->name);
+	free(n->path);
+	free(n->etag);
+	free(n->opened_etag);
+	free(n);
+}
+
+static int set_str(char **dst, const char *src)
+{
+	char *c = NULL;
+
+	if (src && !(c = strdup(src)))
+		return -ENOMEM;
+	free(*dst);
+	*dst = c;
+	return 0;
+}
+
+/* Record file attributes on @n (under v->lock). */
+static void node_set_attrs(struct node *n, const char *etag, uint64_t size,
+			   int64_t mtime, int64_t expires_ms)
+{
+	if (!n->etag || !etag || strcmp(n->etag, etag) != 0) {
+		if (set_str(&n->etag, etag) < 0)
+			return; /* keep the old values; they expire */
+	}
+	n->size = size;
+	n->mtime = mtime;
+	n->expires_ms = expires_ms;
+}
+
+/*
+ * The node for @name in @parent, created when missing (nlookup 0), with its
+ * kind set to @is_dir.  NULL on allocation failure.  Under v->lock.
+ */
+static struct node *node_get(struct vfs *v, struct node *parent,
+			     const char *name, bool is_dir)
+{
+	struct node *n = node_by_name(v, parent->ino, name);
+
+	if (n) {
+		if (n->is_dir != is_dir) {
+			/* the key changed kind on S3: a new inode */
+			if (n->nlookup == 0) {
+				unlink_node(v, n);
+				node_free(n);
+			} else {
+				/* keep the old one reachable by ino only */
+				struct node **p =
+					&v->by_name[hash_name(n->parent,
+							      n->name) &
+						    (v->n_buckets - 1)];
+
+				while (*p != n)
+					p = &(*p)->next_name;
+				*p = n->next_name;
+				n->next_name = NULL;
+				n->parent = 0; /* never matches a name again */
+				v->by_name[hash_name(0, n->name) &
+					   (v->n_buckets - 1)] = n;
+			}
+			n = NULL;
+		} else {
+			return n;
+		}
+	}
+	grow_tables(v);
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return NULL;
+	n->name = strdup(name);
+	n->path = join_path(parent->path, name);
+	if (!n->name || !n->path) {
+		node_free(n);
+		return NULL;
+	}
+	n->ino = v->next_ino++;
+	n->parent = parent->ino;
+	n->is_dir = is_dir;
+	n->mtime = v->started; /* S3 has no directory times */
+	link_node(v, n);
+	v->n_nodes++;
+	return n;
+}
+
+static void fill_attr(const struct node *n, struct vfs_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->ino = n->ino;
+	a->is_dir = n->is_dir;
+	a->size = n->is_dir ? 0 : n->size;
+	a->mtime = n->mtime;
+}
+
+/* Copy the path of @ino; -ENOENT when unknown, -ENOTDIR/-EISDIR by @want. */
+static int path_of(struct vfs *v, uint64_t ino, int want_dir, char **path)
+{
+	struct node *n;
+	int rc = 0;
+
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (!n)
+		rc = -ENOENT;
+	else if (want_dir == 1 && !n->is_dir)
+		rc = -ENOTDIR;
+	else if (want_dir == 0 && n->is_dir)
+		rc = -EISDIR;
+	else if (!(*path = strdup(n->path)))
+		rc = -ENOMEM;
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+/* Link @h at the head of the list @head (both have prev/next). */
+#define LIST_LINK(head, h)                  \
+	do {                                \
+		(h)->prev = NULL;           \
+		(h)->next = (head);         \
+		if (head)                   \
+			(head)->prev = (h); \
+		(head) = (h);               \
+	} while (0)
+
+#define LIST_UNLINK(head, h)                         \
+	do {                                         \
+		if ((h)->prev)                       \
+			(h)->prev->next = (h)->next; \
+		else                                 \
+			(head) = (h)->next;          \
+		if ((h)->next)                       \
+			(h)->next->prev = (h)->prev; \
+	} while (0)
+
+/* ---- listings ---- */
+
+struct list_ctx {
+	struct vfs *v;
+	const char *dir; /* listing prefix */
+	size_t dir_len;
+	struct dirent_snap *e;
+	size_t n, cap;
+	int rc;
+};
+
+static int snap_add(struct list_ctx *lc, const char *name, size_t len,
+		    bool is_dir, const struct s3_list_entry *obj)
+{
+	struct dirent_snap *d;
+
+	if (lc->n == lc->cap) {
+		size_t cap = lc->cap ? lc->cap * 2 : 64;
+		struct dirent_snap *e = realloc(lc->e, cap * sizeof(*e));
+
+		if (!e)
+			return -ENOMEM;
+		lc->e = e;
+		lc->cap = cap;
+	}
+	d = &lc->e[lc->n];
+	memset(d, 0, sizeof(*d));
+	d->name = strndup(name, len);
+	if (!d->name)
+		return -ENOMEM;
+	d->is_dir = is_dir;
+	if (obj) {
+		d->size = obj->size;
+		d->mtime = obj->mtime;
+		d->etag = strdup(obj->etag ? obj->etag : "");
+		if (!d->etag) {
+			free(d->name);
+			return -ENOMEM;
+		}
+	}
+	lc->n++;
+	return 0;
+}
+
+static int on_list_page(void *ctx, const struct s3_list_page *p)
+{
+	struct list_ctx *lc = ctx;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < p->n_entries; i++) {
+		const char *k = p->entries[i].key;
+
+		if (strncmp(k, lc->dir, lc->dir_len) != 0)
+			continue;
+		k += lc->dir_len;
+		if (*k == '\0')
+			continue; /* the directory's own marker */
+		if (!name_ok(k, strlen(k))) {
+			log_debug("key '%s%s' has no file name: not shown",
+				  lc->dir, k);
+			continue;
+		}
+		rc = snap_add(lc, k, strlen(k), false, &p->entries[i]);
+		if (rc < 0)
+			return rc;
+	}
+	for (i = 0; i < p->n_prefixes; i++) {
+		const char *k = p->prefixes[i];
+		size_t len;
+
+		if (strncmp(k, lc->dir, lc->dir_len) != 0)
+			continue;
+		k += lc->dir_len;
+		len = strlen(k);
+		if (len > 0 && k[len - 1] == '/')
+			len--;
+		if (!name_ok(k, len)) {
+			log_debug("prefix '%s%s' has no file name: not shown",
+				  lc->dir, k);
+			continue;
+		}
+		rc = snap_add(lc, k, len, true, NULL);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void snap_free(struct dirent_snap *e, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(e[i].name);
+		free(e[i].etag);
+	}
+	free(e);
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+	const struct dirent_snap *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	/* a directory sorts before a file of the same name */
+	return c ? c : (int)y->is_dir - (int)x->is_dir;
+}
+
+/* Sort and apply "the directory wins": drop a file named like a dir. */
+static void snap_finish(struct list_ctx *lc)
+{
+	size_t i, o = 0;
+
+	if (lc->n == 0)
+		return; /* qsort may not be given NULL */
+	qsort(lc->e, lc->n, sizeof(*lc->e), snap_cmp);
+	for (i = 0; i < lc->n; i++) {
+		if (o > 0 && strcmp(lc->e[o - 1].name, lc->e[i].name) == 0) {
+			log_debug("key '%s%s' is also a prefix: the directory "
+				  "is shown",
+				  lc->dir, lc->e[i].name);
+			free(lc->e[i].name);
+			free(lc->e[i].etag);
+			continue;
+		}
+		lc->e[o++] = lc->e[i];
+	}
+	lc->n = o;
+}
+
+/* LIST directory @dir from S3 and store it.  Fills lc. */
+static int list_from_s3(struct vfs *v, struct list_ctx *lc)
+{
+	struct meta_entry *me = NULL;
+	int64_t t = now_ms();
+	size_t i;
+	int rc;
+
+	rc = s3_list_all(v->s3, lc->dir, "/", on_list_page, lc);
+	note_s3(v, rc);
+	if (rc < 0)
+		goto out;
+	snap_finish(lc);
+	me = calloc(lc->n ? lc->n : 1, sizeof(*me));
+	if (!me) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < lc->n; i++) {
+		me[i].name = lc->e[i].name;
+		me[i].is_dir = lc->e[i].is_dir;
+		me[i].etag = lc->e[i].etag;
+		me[i].size = lc->e[i].size;
+		me[i].mtime = lc->e[i].mtime;
+	}
+	/* the store is an optimisation: its failure is logged, not fatal */
+	meta_listing_put(v->meta, lc->dir, t, t + (int64_t)v->conf.meta_ttl_ms,
+			 me, lc->n);
+out:
+	free(me);
+	return rc;
+}
+
+static int on_meta_entry(void *ctx, const struct meta_entry *e)
+{
+	struct list_ctx *lc = ctx;
+	struct s3_list_entry obj = {
+		.key = NULL,
+		.etag = (char *)(e->etag ? e->etag : ""),
+		.size = e->size,
+		.mtime = e->mtime,
+	};
+
+	return snap_add(lc, e->name, strlen(e->name), e->is_dir,
+			e->is_dir ? NULL : &obj);
+}
+
+/*
+ * The entries of directory @path: the stored listing while fresh, else a new
+ * LIST, else (S3 unavailable) the stale stored listing.
+ */
+static int list_dir(struct vfs *v, const char *path, struct list_ctx *lc)
+{
+	int64_t expires = 0;
+	int rc;
+
+	lc->v = v;
+	lc->dir = dir_prefix_of(v, path);
+	if (!lc->dir)
+		return -ENOMEM;
+	lc->dir_len = strlen(lc->dir);
+	rc = meta_listing_get(v->meta, lc->dir, &expires, on_meta_entry, lc);
+	if (rc == 0 && (expires > now_ms() || is_offline(v)))
+		return 0;
+	snap_free(lc->e, lc->n);
+	lc->e = NULL;
+	lc->n = lc->cap = 0;
+	rc = list_from_s3(v, lc);
+	if (rc < 0 && unavailable(rc)) {
+		snap_free(lc->e, lc->n);
+		lc->e = NULL;
+		lc->n = lc->cap = 0;
+		if (meta_listing_get(v->meta, lc->dir, NULL, on_meta_entry,
+				     lc) == 0)
+			return 0;
+	}
+	return rc;
+}
+
+static void list_ctx_release(struct list_ctx *lc)
+{
+	snap_free(lc->e, lc->n);
+	free((char *)lc->dir);
+}
+
+/* ---- lookup ---- */
+
+/* What one name resolves to. */
+struct found {
+	bool is_dir;
+	char *etag;
+	uint64_t size;
+	int64_t mtime;
+	int64_t expires_ms;
+};
+
+static int found_from_object(struct found *f, struct meta_object *o)
+{
+	f->is_dir = false;
+	f->etag = o->etag;
+	o->etag = NULL;
+	f->size = o->size;
+	f->mtime = o->mtime;
+	f->expires_ms = o->expires_ms;
+	return 0;
+}
+
+static int on_any(void *ctx, const struct s3_list_page *p)
+{
+	bool *any = ctx;
+
+	*any = p->n_entries > 0 || p->n_prefixes > 0;
+	return 1;
+}
+
+/* Ask S3 what @key is: a directory (some key below key/), a file, or
+ * nothing (-ENOENT). */
+static int resolve_s3(struct vfs *v, const char *key, struct found *f)
+{
+	struct s3_object_info info = { 0 };
+	struct meta_object o = { 0 };
+	char *dir = NULL;
+	bool any = false;
+	int64_t t = now_ms();
+	int rc;
+
+	if (asprintf(&dir, "%s/", key) < 0)
+		return -ENOMEM;
+	rc = s3_list_all(v->s3, dir, "/", on_any, &any);
+	if (rc == 0 && any) {
+		f->is_dir = true;
+		goto out;
+	}
+	if (rc == 0)
+		rc = s3_head(v->s3, key, &info);
+	if (rc < 0)
+		goto out;
+	o.key = (char *)key;
+	o.etag = info.etag;
+	o.size = info.size;
+	o.mtime = info.mtime;
+	o.checked_ms = t;
+	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	meta_object_put(v->meta, &o);
+	f->is_dir = false;
+	f->etag = info.etag;
+	info.etag = NULL;
+	f->size = info.size;
+	f->mtime = info.mtime;
+	f->expires_ms = o.expires_ms;
+out:
+	note_s3(v, rc);
+	if (rc == -ENOENT)
+		meta_negative_put(v->meta, key,
+				  t + (int64_t)v->conf.negative_ttl_ms);
+	s3_object_info_release(&info);
+	free(dir);
+	return rc;
+}
+
+/* Resolve @name in directory @dir_path; see the order in the file comment. */
+static int resolve(struct vfs *v, const char *dir_path, const char *name,
+		   struct found *f)
+{
+	struct meta_object o = { 0 };
+	char *dir = dir_prefix_of(v, dir_path), *key = NULL;
+	int64_t exp = 0, t = now_ms();
+	bool is_dir = false, stale_ok = false;
+	int rc;
+
+	if (!dir || asprintf(&key, "%s%s", dir, name) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* 1. the parent's listing */
+	rc = meta_listing_find(v->meta, dir, name, &exp, &is_dir, &o);
+	if (rc >= 0 && (exp > t || is_offline(v))) {
+		if (rc == 1) {
+			rc = -ENOENT;
+		} else if (is_dir) {
+			f->is_dir = true;
+		} else {
+			found_from_object(f, &o);
+			f->expires_ms = exp;
+		}
+		goto out;
+	}
+	meta_object_release(&o);
+	memset(&o, 0, sizeof(o));
+	/* 2. a negative entry */
+	if (meta_negative_get(v->meta, key, &exp) == 0 && exp > t) {
+		rc = -ENOENT;
+		goto out;
+	}
+	/* 3. the object's row */
+	rc = meta_object_get(v->meta, key, &o);
+	if (rc == 0 && (o.expires_ms > t || is_offline(v))) {
+		found_from_object(f, &o);
+		goto out;
+	}
+	stale_ok = rc == 0;
+	/* 4. S3 */
+	rc = resolve_s3(v, key, f);
+	if (rc < 0 && unavailable(rc) && stale_ok)
+		rc = found_from_object(f, &o);
+out:
+	meta_object_release(&o);
+	free(dir);
+	free(key);
+	return rc;
+}
+
+int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
+	       struct vfs_attr *out)
+{
+	struct found f = { 0 };
+	struct node *p, *n;
+	char *dir_path = NULL;
+	size_t len = strlen(name);
+	int rc;
+
+	if (len > VFS_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!name_ok(name, len))
+		return -ENOENT;
+	rc = path_of(v, parent, 1, &dir_path);
+	if (rc < 0)
+		return rc;
+	rc = resolve(v, dir_path, name, &f);
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&v->lock);
+	p = node_by_ino(v, parent);
+	n = p ? node_get(v, p, name, f.is_dir) : NULL;
+	if (!n) {
+		rc = p ? -ENOMEM : -ENOENT;
+	} else {
+		if (!f.is_dir)
+			node_set_attrs(n, f.etag, f.size, f.mtime,
+				       f.expires_ms);
+		n->nlookup++;
+		fill_attr(n, out);
+	}
+	pthread_mutex_unlock(&v->lock);
+out:
+	if (rc < 0 && rc != -ENOENT && unavailable(rc))
+		rc = -EIO;
+	free(f.etag);
+	free(dir_path);
+	return rc;
+}
+
+void vfs_forget(struct vfs *v, uint64_t ino, uint64_t n)
+{
+	struct node *nd;
+
+	if (ino == VFS_ROOT_INO)
+		return;
+	pthread_mutex_lock(&v->lock);
+	nd = node_by_ino(v, ino);
+	if (nd) {
+		nd->nlookup = nd->nlookup > n ? nd->nlookup - n : 0;
+		if (nd->nlookup == 0) {
+			unlink_node(v, nd);
+			node_free(nd);
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+}
+
+/*
+ * Bring the attributes of file @ino up to date when they expired: the
+ * object's row if fresh, else HEAD.  With @force, ask S3 whatever the TTL
+ * says (never while offline).  0 or -errno (-ENOENT: the object is gone).
+ */
+static int revalidate(struct vfs *v, uint64_t ino, const char *key)
+{
+	struct s3_object_info info = { 0 };
+	struct meta_object o = { 0 };
+	struct node *n;
+	int64_t t = now_ms();
+	char *old_etag = NULL;
+	int rc;
+
+	rc = meta_object_get(v->meta, key, &o);
+	if (rc == 0 && (o.expires_ms > t || is_offline(v)))
+		goto apply;
+	rc = s3_head(v->s3, key, &info);
+	note_s3(v, rc);
+	if (rc == -ENOENT) {
+		meta_object_delete(v->meta, key);
+		meta_negative_put(v->meta, key,
+				  t + (int64_t)v->conf.negative_ttl_ms);
+		goto out;
+	}
+	if (rc < 0) {
+		if (unavailable(rc) && o.key) {
+			rc = 0; /* serve what we knew */
+			goto apply;
+		}
+		goto out;
+	}
+	if (o.etag && info.etag && strcmp(o.etag, info.etag) != 0) {
+		log_info("'%s' changed on s3", key);
+		old_etag = o.etag;
+		o.etag = NULL;
+	}
+	meta_object_release(&o);
+	memset(&o, 0, sizeof(o));
+	o.key = strdup(key);
+	o.etag = info.etag;
+	info.etag = NULL;
+	if (!o.key || !o.etag) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	o.size = info.size;
+	o.mtime = info.mtime;
+	o.checked_ms = t;
+	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	meta_object_put(v->meta, &o);
+	if (old_etag)
+		cache_drop_object(v->cache, key, o.etag);
+apply:
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (n)
+		node_set_attrs(n, o.etag, o.size, o.mtime,
+			       o.expires_ms > t ? o.expires_ms
+						: t + OFFLINE_MS);
+	pthread_mutex_unlock(&v->lock);
+out:
+	free(old_etag);
+	meta_object_release(&o);
+	s3_object_info_release(&info);
+	return rc;
+}
+
+int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
+{
+	struct node *n;
+	char *key = NULL;
+	bool fresh;
+	int rc = 0;
+
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (!n) {
+		rc = -ENOENT;
+	} else {
+		fresh = n->is_dir || n->expires_ms > now_ms();
+		if (fresh)
+			fill_attr(n, out);
+		else if (!(key = key_of(v, n->path)))
+			rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (rc < 0 || !key)
+		return rc;
+	rc = revalidate(v, ino, key);
+	free(key);
+	if (rc < 0)
+		return unavailable(rc) ? -EIO : rc;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (n)
+		fill_attr(n, out);
+	else
+		rc = -ENOENT;
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+/* ---- directories ---- */
+
+int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
+{
+	struct list_ctx lc = { 0 };
+	struct vfs_dir *d = NULL;
+	char *path = NULL;
+	int rc;
+
+	rc = path_of(v, ino, 1, &path);
+	if (rc < 0)
+		return rc;
+	rc = list_dir(v, path, &lc);
+	if (rc < 0)
+		goto out;
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	d->ino = ino;
+	d->e = lc.e;
+	d->n = lc.n;
+	lc.e = NULL;
+	lc.n = 0;
+	pthread_mutex_lock(&v->lock);
+	LIST_LINK(v->dirs, d);
+	pthread_mutex_unlock(&v->lock);
+	*out = d;
+out:
+	list_ctx_release(&lc);
+	free(path);
+	if (rc < 0 && unavailable(rc))
+		rc = -EIO;
+	return rc;
+}
+
+void vfs_releasedir(struct vfs *v, struct vfs_dir *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(&v->lock);
+	LIST_UNLINK(v->dirs, d);
+	pthread_mutex_unlock(&v->lock);
+	snap_free(d->e, d->n);
+	free(d);
+}
+
+int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
+		vfs_dirent_fn fn, void *ctx)
+{
+	int64_t exp = now_ms() + (int64_t)v->conf.meta_ttl_ms;
+	struct node *p, *n;
+	struct vfs_attr a;
+	int rc = 0;
+
+	pthread_mutex_lock(&v->lock);
+	p = node_by_ino(v, d->ino);
+	for (; off < d->n && p; off++) {
+		const struct dirent_snap *e = &d->e[off];
+
+		n = node_get(v, p, e->name, e->is_dir);
+		if (!n) {
+			rc = -ENOMEM;
+			break;
+		}
+		/* the snapshot may be older than what an open learnt */
+		if (!e->is_dir && (!n->etag || n->expires_ms <= now_ms()))
+			node_set_attrs(n, e->etag, e->size, e->mtime, exp);
+		fill_attr(n, &a);
+		if (fn(ctx, e->name, &a, off + 1) != 0) {
+			if (n->nlookup == 0) {
+				unlink_node(v, n);
+				node_free(n);
+			}
+			break;
+		}
+		if (plus) {
+			n->nlookup++;
+		} else if (n->nlookup == 0) {
+			unlink_node(v, n);
+			node_free(n);
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+/* ---- access stamps ---- */
+
+/* Write the pending object access stamps.  Called with v->lock held; the
+ * batch is taken out and written without it. */
+static void flush_touches_locked(struct vfs *v)
+{
+	struct meta_touch *t = v->touches;
+	char **keys = v->touch_keys;
+	size_t i, n = v->n_touches;
+
+	if (n == 0)
+		return;
+	v->touches = NULL;
+	v->touch_keys = NULL;
+	v->n_touches = 0;
+	v->touches_since_ms = 0;
+	pthread_mutex_unlock(&v->lock);
+	meta_object_touch_many(v->meta, t, n);
+	for (i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
+	free(t);
+	pthread_mutex_lock(&v->lock);
+}
+
+/* Queue an access stamp for @key; written in batches, never one per read. */
+static void touch_object(struct vfs *v, const char *key)
+{
+	int64_t t = now_ms();
+	char *k = strdup(key);
+
+	pthread_mutex_lock(&v->lock);
+	if (!v->touches) {
+		v->touches = calloc(TOUCH_BATCH, sizeof(*v->touches));
+		v->touch_keys = calloc(TOUCH_BATCH, sizeof(char *));
+		if (!v->touches || !v->touch_keys) {
+			free(v->touches);
+			free(v->touch_keys);
+			v->touches = NULL;
+			v->touch_keys = NULL;
+		}
+		v->touches_since_ms = t;
+	}
+	if (k && v->touches) {
+		v->touch_keys[v->n_touches] = k;
+		v->touches[v->n_touches].name = k;
+		v->touches[v->n_touches].atime_ms = t;
+		v->n_touches++;
+		k = NULL;
+	}
+	if (v->n_touches == TOUCH_BATCH ||
+	    (v->n_touches && t - v->touches_since_ms > TOUCH_MAX_AGE_MS))
+		flush_touches_locked(v);
+	pthread_mutex_unlock(&v->lock);
+	free(k);
+}
+
+/* ---- files ---- */
+
+static void file_free(struct vfs_file *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_destroy(&f->lock);
+	free(f->key);
+	free(f->etag);
+	free(f);
+}
+
+int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
+	     bool *keep_cache)
+{
+	struct vfs_file *f = NULL;
+	struct node *n;
+	char *path = NULL;
+	int rc;
+
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		return -EROFS;
+	rc = path_of(v, ino, 0, &path);
+	if (rc < 0)
+		return rc;
+	f = calloc(1, sizeof(*f));
+	if (!f || !(f->key = key_of(v, path))) {
+		free(f);
+		free(path);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&f->lock, NULL);
+	f->ino = ino;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	rc = n && n->etag && n->expires_ms > now_ms() ? 1 : 0;
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0) {
+		rc = revalidate(v, ino, f->key);
+		if (rc < 0)
+			goto out;
+	}
+	rc = 0;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (!n || !n->etag) {
+		rc = -EIO;
+	} else {
+		*keep_cache =
+			n->opened_etag && strcmp(n->opened_etag, n->etag) == 0;
+		f->size = n->size;
+		if (!(f->etag = strdup(n->etag)) ||
+		    set_str(&n->opened_etag, n->etag) < 0)
+			rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0) {
+		touch_object(v, f->key);
+		pthread_mutex_lock(&v->lock);
+		LIST_LINK(v->files, f);
+		pthread_mutex_unlock(&v->lock);
+	}
+out:
+	free(path);
+	if (rc < 0) {
+		file_free(f);
+		return unavailable(rc) ? -EIO : rc;
+	}
+	*out = f;
+	return 0;
+}
+
+void vfs_release(struct vfs *v, struct vfs_file *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&v->lock);
+	LIST_UNLINK(v->files, f);
+	pthread_mutex_unlock(&v->lock);
+	file_free(f);
+}
+
+/* The identity and file name of chunk @index of @f's object version. */
+static void name_chunk(struct vfs *v, const char *key, const char *etag,
+		       uint64_t index, char name[CHUNK_NAME_LEN + 1])
+{
+	struct chunk_id id = {
+		.endpoint = v->conf.endpoint,
+		.bucket = v->conf.bucket,
+		.key = key,
+		.etag = etag,
+		.index = index,
+	};
+
+	chunk_name(&id, name);
+}
+
+/* Copy from the memory ring; true when @name was there.  Under v->lock. */
+static bool ring_read(struct vfs *v, const char *name, uint64_t off, void *out,
+		      size_t len, size_t *got)
+{
+	size_t i;
+
+	for (i = 0; i < MEM_RING; i++) {
+		struct mem_chunk *m = &v->ring[i];
+
+		if (strcmp(m->name, name) != 0)
+			continue;
+		*got = off >= m->data.len ? 0 : m->data.len - off;
+		if (*got > len)
+			*got = len;
+		memcpy(out, m->data.data + off, *got);
+		m->stamp = ++v->ring_clock;
+		return true;
+	}
+	return false;
+}
+
+/* Keep @data as chunk @name in the ring, in place of the oldest. */
+static void ring_put(struct vfs *v, const char *name, struct buf *data)
+{
+	struct mem_chunk *m = &v->ring[0];
+	size_t i;
+
+	pthread_mutex_lock(&v->lock);
+	for (i = 1; i < MEM_RING; i++)
+		if (v->ring[i].stamp < m->stamp)
+			m = &v->ring[i];
+	buf_release(&m->data);
+	m->data = *data;
+	buf_init(data, data->max);
+	memcpy(m->name, name, sizeof(m->name));
+	m->stamp = ++v->ring_clock;
+	pthread_mutex_unlock(&v->lock);
+}
+
+static int sink_buf(void *ctx, const void *data, size_t len)
+{
+	int rc = buf_add(ctx, data, len);
+
+	return rc == -EMSGSIZE ? -EIO : rc;
+}
+
+/*
+ * GET chunk @index (of @len bytes) of @key at version @etag into @out,
+ * then admit it to the cache (or the ring when the cache cannot take it).
+ */
+static int fetch_chunk(struct vfs *v, const char *key, const char *etag,
+		       uint64_t index, uint64_t len, const char *name,
+		       struct buf *out)
+{
+	struct s3_get_opts opts = {
+		.offset = index * v->conf.chunk_size,
+		.length = len,
+		.if_match = etag,
+	};
+	struct cache_ref ref = { .key = key, .etag = etag, .index = index };
+	int rc;
+
+	rc = buf_grow(out, len);
+	if (rc == 0)
+		rc = s3_get(v->s3, key, &opts, sink_buf, out, NULL);
+	note_s3(v, rc);
+	if (rc == 0 && out->len != len) {
+		log_error("'%s': chunk %llu came with %zu bytes, not %llu", key,
+			  (unsigned long long)index, out->len,
+			  (unsigned long long)len);
+		rc = -EIO;
+	}
+	if (rc < 0)
+		return rc;
+	STAT_ADD(v, chunk_fetches, 1);
+	if (cache_put(v->cache, name, &ref, out->data, out->len) < 0) {
+		struct buf copy = BUF_INIT(out->max);
+
+		STAT_ADD(v, cache_bypass, 1);
+		if (buf_add(&copy, out->data, out->len) == 0)
+			ring_put(v, name, &copy);
+		buf_release(&copy);
+	}
+	return 0;
+}
+
+/*
+ * Make chunk @index available: join the fetch in flight for it, or run
+ * one.  When @out is not NULL, copy [off, off + len) of the chunk into it
+ * and store the count in *got.
+ */
+static int get_chunk(struct vfs *v, const char *key, const char *etag,
+		     uint64_t index, uint64_t chunk_len, const char *name,
+		     uint64_t off, void *out, size_t len, size_t *got)
+{
+	struct inflight *fl, **pp;
+	bool mine = false;
+	int rc;
+
+	pthread_mutex_lock(&v->lock);
+	if (out && ring_read(v, name, off, out, len, got)) {
+		pthread_mutex_unlock(&v->lock);
+		return 0;
+	}
+	for (fl = v->inflight; fl; fl = fl->next)
+		if (strcmp(fl->name, name) == 0)
+			break;
+	if (!fl) {
+		fl = calloc(1, sizeof(*fl));
+		if (!fl) {
+			pthread_mutex_unlock(&v->lock);
+			return -ENOMEM;
+		}
+		memcpy(fl->name, name, sizeof(fl->name));
+		buf_init(&fl->data, chunk_len);
+		fl->next = v->inflight;
+		v->inflight = fl;
+		mine = true;
+	}
+	fl->refs++;
+	if (mine) {
+		pthread_mutex_unlock(&v->lock);
+		rc = fetch_chunk(v, key, etag, index, chunk_len, name,
+				 &fl->data);
+		pthread_mutex_lock(&v->lock);
+		fl->rc = rc;
+		fl->done = true;
+		for (pp = &v->inflight; *pp != fl; pp = &(*pp)->next)
+			;
+		*pp = fl->next;
+		pthread_cond_broadcast(&v->queue_cond);
+	} else {
+		while (!fl->done)
+			pthread_cond_wait(&v->queue_cond, &v->lock);
+	}
+	rc = fl->rc;
+	if (rc == 0 && out) {
+		*got = off >= fl->data.len ? 0 : fl->data.len - off;
+		if (*got > len)
+			*got = len;
+		memcpy(out, fl->data.data + off, *got);
+	}
+	if (--fl->refs == 0) {
+		buf_release(&fl->data);
+		free(fl);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+/* Queue chunk @index of @f for the prefetch threads, unless it is cached,
+ * queued or the queue is full. */
+static void prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
+{
+	char name[CHUNK_NAME_LEN + 1];
+	struct prefetch_job *j;
+	size_t i;
+
+	name_chunk(v, f->key, f->etag, index, name);
+	if (cache_contains(v->cache, name))
+		return;
+	pthread_mutex_lock(&v->lock);
+	if (v->q_len == v->q_cap)
+		goto out;
+	for (i = 0; i < v->q_len; i++) {
+		j = &v->queue[(v->q_head + i) % v->q_cap];
+		if (j->index == index && strcmp(j->key, f->key) == 0 &&
+		    strcmp(j->etag, f->etag) == 0)
+			goto out;
+	}
+	j = &v->queue[(v->q_head + v->q_len) % v->q_cap];
+	j->key = strdup(f->key);
+	j->etag = strdup(f->etag);
+	if (!j->key || !j->etag) {
+		free(j->key);
+		free(j->etag);
+		goto out;
+	}
+	j->index = index;
+	j->size = f->size;
+	v->q_len++;
+	pthread_cond_broadcast(&v->queue_cond);
+out:
+	pthread_mutex_unlock(&v->lock);
+}
+
+static void *prefetch_main(void *arg)
+{
+	struct vfs *v = arg;
+	char name[CHUNK_NAME_LEN + 1];
+	struct prefetch_job j;
+
+	pthread_mutex_lock(&v->lock);
+	for (;;) {
+		while (!v->stopping && v->q_len == 0)
+			pthread_cond_wait(&v->queue_cond, &v->lock);
+		if (v->stopping)
+			break;
+		j = v->queue[v->q_head];
+		v->q_head = (v->q_head + 1) % v->q_cap;
+		v->q_len--;
+		pthread_mutex_unlock(&v->lock);
+		name_chunk(v, j.key, j.etag, j.index, name);
+		if (!cache_contains(v->cache, name) &&
+		    get_chunk(v, j.key, j.etag, j.index,
+			      chunk_len_of(j.index, j.size, v->conf.chunk_size),
+			      name, 0, NULL, 0, NULL) == 0)
+			STAT_ADD(v, prefetches, 1);
+		free(j.key);
+		free(j.etag);
+		pthread_mutex_lock(&v->lock);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
+}
+
+/* Update @f's readahead window for a read of [off, end) and queue the
+ * chunks it now covers. */
+static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
+		       uint64_t end)
+{
+	uint64_t cs = v->conf.chunk_size, first, last, i;
+
+	if (v->conf.readahead == 0)
+		return;
+	pthread_mutex_lock(&f->lock);
+	if (off + SEQ_SLACK >= f->next_off && off <= f->next_off + SEQ_SLACK) {
+		f->window = f->window ? f->window * 2 : cs;
+		if (f->window > v->conf.readahead)
+			f->window = v->conf.readahead;
+	} else {
+		f->window = 0;
+		f->ra_next = 0;
+	}
+	if (end > f->next_off || f->window == 0)
+		f->next_off = end;
+	first = chunk_index_of(end, cs);
+	if (f->ra_next > first)
+		first = f->ra_next;
+	last = f->window ? chunk_index_of(end + f->window - 1, cs) : 0;
+	if (last >= chunk_count_of(f->size, cs))
+		last = chunk_count_of(f->size, cs) - 1;
+	if (f->window && first <= last)
+		f->ra_next = last + 1;
+	pthread_mutex_unlock(&f->lock);
+	for (i = first; f->window && i <= last && f->size; i++)
+		prefetch(v, f, i);
+}
+
+/* Read [off, off + len) of chunk @index of @f into @out. */
+static int read_chunk(struct vfs *v, struct vfs_file *f, uint64_t index,
+		      uint64_t off, char *out, size_t len)
+{
+	uint64_t clen = chunk_len_of(index, f->size, v->conf.chunk_size);
+	char name[CHUNK_NAME_LEN + 1];
+	size_t got = 0;
+	ssize_t n;
+	int rc;
+
+	name_chunk(v, f->key, f->etag, index, name);
+	n = cache_read(v->cache, name, off, out, len);
+	if (n >= 0 && (size_t)n == len) {
+		STAT_ADD(v, chunk_hits, 1);
+		return 0;
+	}
+	rc = get_chunk(v, f->key, f->etag, index, clen, name, off, out, len,
+		       &got);
+	if (rc == 0 && got != len)
+		rc = -EIO;
+	if (rc == -ESTALE) {
+		STAT_ADD(v, stale, 1);
+		log_warn("'%s' changed on s3 while open: reopen it to read "
+			 "the new version",
+			 f->key);
+		meta_object_expire(v->meta, f->key);
+		pthread_mutex_lock(&v->lock);
+		struct node *nd = node_by_ino(v, f->ino);
+
+		if (nd)
+			nd->expires_ms = 0;
+		pthread_mutex_unlock(&v->lock);
+	}
+	return rc;
+}
+
+ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size,
+		 uint64_t off)
+{
+	uint64_t cs = v->conf.chunk_size, end, pos;
+	int rc = 0;
+
+	STAT_ADD(v, reads, 1);
+	if (off >= f->size || size == 0)
+		return 0;
+	end = f->size - off < size ? f->size : off + size;
+	read_ahead(v, f, off, end);
+	for (pos = off; pos < end;) {
+		uint64_t index = chunk_index_of(pos, cs);
+		uint64_t in = pos - index * cs;
+		uint64_t n = cs - in < end - pos ? cs - in : end - pos;
+
+		rc = read_chunk(v, f, index, in, (char *)buf + (pos - off),
+				(size_t)n);
+		if (rc < 0)
+			break;
+		pos += n;
+	}
+	if (pos > off) {
+		STAT_ADD(v, bytes_read, pos - off);
+		return (ssize_t)(pos - off);
+	}
+	if (rc == -ENOMEM)
+		return rc;
+	return -EIO;
+}
+
+void vfs_get_stats(struct vfs *v, struct vfs_stats *out)
+{
+	out->reads = __atomic_load_n(&v->stats.reads, __ATOMIC_RELAXED);
+	out->bytes_read =
+		__atomic_load_n(&v->stats.bytes_read, __ATOMIC_RELAXED);
+	out->chunk_hits =
+		__atomic_load_n(&v->stats.chunk_hits, __ATOMIC_RELAXED);
+	out->chunk_fetches =
+		__atomic_load_n(&v->stats.chunk_fetches, __ATOMIC_RELAXED);
+	out->prefetches =
+		__atomic_load_n(&v->stats.prefetches, __ATOMIC_RELAXED);
+	out->stale = __atomic_load_n(&v->stats.stale, __ATOMIC_RELAXED);
+	out->cache_bypass =
+		__atomic_load_n(&v->stats.cache_bypass, __ATOMIC_RELAXED);
+}
+
+/* ---- life cycle ---- */
+
+static int copy_conf(struct vfs_conf *dst, const struct vfs_conf *src)
+{
+	*dst = *src;
+	dst->endpoint = strdup(src->endpoint ? src->endpoint : "");
+	dst->bucket = strdup(src->bucket ? src->bucket : "");
+	dst->prefix = strdup(src->prefix ? src->prefix : "");
+	if (!dst->endpoint || !dst->bucket || !dst->prefix)
+		return -ENOMEM;
+	return 0;
+}
+
+int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
+	    struct cache *c, struct vfs **out)
+{
+	struct vfs *v;
+	struct node *root;
+	size_t plen = conf->prefix ? strlen(conf->prefix) : 0;
+	unsigned i;
+	int rc;
+
+	if (conf->chunk_size < CHUNK_SIZE_MIN ||
+	    conf->chunk_size > CHUNK_SIZE_MAX || conf->prefetch == 0 ||
+	    (plen && conf->prefix[plen - 1] != '/') || !conf->bucket)
+		return -EINVAL;
+	v = calloc(1, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	pthread_mutex_init(&v->lock, NULL);
+	pthread_cond_init(&v->queue_cond, NULL);
+	v->s3 = s;
+	v->meta = m;
+	v->cache = c;
+	v->next_ino = VFS_ROOT_INO + 1;
+	v->n_buckets = HASH_MIN;
+	v->by_ino = calloc(v->n_buckets, sizeof(*v->by_ino));
+	v->by_name = calloc(v->n_buckets, sizeof(*v->by_name));
+	v->q_cap = (size_t)conf->prefetch * QUEUE_PER_THREAD;
+	v->queue = calloc(v->q_cap, sizeof(*v->queue));
+	v->threads = calloc(conf->prefetch, sizeof(*v->threads));
+	root = calloc(1, sizeof(*root));
+	rc = copy_conf(&v->conf, conf);
+	if (rc < 0 || !v->by_ino || !v->by_name || !v->queue || !v->threads ||
+	    !root || !(root->name = strdup("")) || !(root->path = strdup(""))) {
+		node_free(root);
+		vfs_free(v);
+		return -ENOMEM;
+	}
+	for (i = 0; i < MEM_RING; i++)
+		buf_init(&v->ring[i].data, CHUNK_SIZE_MAX);
+	root->ino = VFS_ROOT_INO;
+	root->parent = VFS_ROOT_INO;
+	root->is_dir = true;
+	root->nlookup = 1;
+	v->started = time(NULL);
+	root->mtime = v->started;
+	link_node(v, root);
+	v->n_nodes = 1;
+	for (i = 0; i < conf->prefetch; i++) {
+		if (pthread_create(&v->threads[i], NULL, prefetch_main, v)) {
+			vfs_free(v);
+			return -ENOMEM;
+		}
+		v->n_threads++;
+	}
+	*out = v;
+	return 0;
+}
+
+void vfs_free(struct vfs *v)
+{
+	size_t i;
+
+	if (!v)
+		return;
+	pthread_mutex_lock(&v->lock);
+	v->stopping = true;
+	pthread_cond_broadcast(&v->queue_cond);
+	pthread_mutex_unlock(&v->lock);
+	for (i = 0; i < v->n_threads; i++)
+		pthread_join(v->threads[i], NULL);
+	pthread_mutex_lock(&v->lock);
+	flush_touches_locked(v);
+	pthread_mutex_unlock(&v->lock);
+	for (i = 0; v->queue && i < v->q_len; i++) {
+		free(v->queue[(v->q_head + i) % v->q_cap].key);
+		free(v->queue[(v->q_head + i) % v->q_cap].etag);
+	}
+	for (i = 0; v->by_ino && i < v->n_buckets; i++) {
+		struct node *n = v->by_ino[i], *next;
+
+		for (; n; n = next) {
+			next = n->next_ino;
+			node_free(n);
+		}
+	}
+	for (i = 0; i < MEM_RING; i++)
+		buf_release(&v->ring[i].data);
+	while (v->files)
+		vfs_release(v, v->files);
+	while (v->dirs)
+		vfs_releasedir(v, v->dirs);
+	free(v->by_ino);
+	free(v->by_name);
+	free(v->queue);
+	free(v->threads);
+	free((char *)v->conf.endpoint);
+	free((char *)v->conf.bucket);
+	free((char *)v->conf.prefix);
+	pthread_cond_destroy(&v->queue_cond);
+	pthread_mutex_destroy(&v->lock);
+	free(v);
+}
