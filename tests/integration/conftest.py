@@ -400,3 +400,53 @@ def fuse_available():
     need(os.path.exists("/dev/fuse") and os.access("/dev/fuse", os.R_OK | os.W_OK), "/dev/fuse")
     need(shutil.which("fusermount3"), "fusermount3 (apt-get install fuse3)")
     return True
+
+
+# ---- mounts (tests/integration/mount.py) ------------------------------------
+
+DAEMON = BUILD_DIR / "src" / "s3cachefs"
+
+# The option sets the core read tests run under.
+READ_OPTION_SETS = {"raw": {}, "zlib": {"compress": "zlib"}}
+
+
+@pytest.fixture(scope="session")
+def daemon_bin():
+    need(DAEMON.is_file() and os.access(DAEMON, os.X_OK), f"daemon binary {DAEMON} (build with meson/ninja)")
+    return DAEMON
+
+
+@pytest.fixture
+def mount(daemon_bin, fuse_available, s3rver, tmp_path):
+    """A factory of daemon runs on real FUSE mounts (see mount.py):
+    mount(bucket, **options) -> Mount, mount.run(args) -> (rc, stderr).
+    Teardown unmounts and kills everything it started and fails the test on
+    unexpected error or sanitizer lines in any daemon log."""
+    from mount import MountFactory  # not at the top: mount.py imports this file
+
+    factory = MountFactory(daemon_bin, s3rver.endpoint, tmp_path)
+    yield factory
+    problems = factory.cleanup()
+    if problems:
+        pytest.fail("mount teardown:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(params=list(READ_OPTION_SETS), ids=list(READ_OPTION_SETS))
+def read_opts(request):
+    """Option set for the core read tests: default ("raw") and compress=zlib."""
+    return dict(READ_OPTION_SETS[request.param])
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 2 MiB tmpfs (root only), unmounted at teardown."""
+    need(os.geteuid() == 0, "root, to mount a tmpfs")
+    path = tmp_path / "small-tmpfs"
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(path)],
+                       capture_output=True, timeout=30)
+    need(r.returncode == 0, f"mount -t tmpfs: {r.stderr.decode(errors='replace').strip()}")
+    yield path
+    r = subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
+    if r.returncode != 0:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
