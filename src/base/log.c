@@ -19,7 +19,8 @@
 
 static atomic_int log_level = LOG_LVL_WARN;
 static const char *log_ident = "s3cachefs";
-static bool log_syslog;
+/* switched by log_init while other threads may log: atomic */
+static atomic_bool log_syslog;
 static atomic_ulong log_errors;
 
 static const char *const level_names[] = {
@@ -30,13 +31,14 @@ static const char *const level_names[] = {
 
 void log_init(const char *ident, enum log_level level, bool use_syslog)
 {
-	if (log_syslog && !use_syslog)
+	if (atomic_load(&log_syslog) && !use_syslog)
 		closelog();
+	/* the identity is set once, before any thread starts */
 	log_ident = ident ? ident : "s3cachefs";
-	log_syslog = use_syslog;
 	atomic_store(&log_level, level);
 	if (use_syslog)
 		openlog(log_ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	atomic_store(&log_syslog, use_syslog);
 }
 
 void log_set_level(enum log_level level)
@@ -102,7 +104,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		return;
 	if (level == LOG_LVL_ERROR)
 		atomic_fetch_add(&log_errors, 1);
-	if (!log_syslog) {
+	if (!atomic_load(&log_syslog)) {
 		w = snprintf(line, sizeof(line), "%s: ", log_ident);
 		if (w > 0)
 			n = (size_t)w < sizeof(line) ? (size_t)w : 0;
@@ -120,7 +122,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		n += (size_t)w;
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2; /* truncated: keep room for the newline */
-	if (log_syslog) {
+	if (atomic_load(&log_syslog)) {
 		line[n] = '\0';
 		syslog(syslog_priority(level), "%s", line);
 	} else {

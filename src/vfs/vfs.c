@@ -1349,6 +1349,11 @@ static int get_chunk(struct vfs *v, const char *key, const char *etag,
 	for (fl = v->inflight; fl; fl = fl->next)
 		if (strcmp(fl->name, name) == 0)
 			break;
+	/* a fetch that ended since the caller looked may have cached it */
+	if (!fl && cache_contains(v->cache, name)) {
+		pthread_mutex_unlock(&v->lock);
+		return -EAGAIN;
+	}
 	if (!fl) {
 		fl = calloc(1, sizeof(*fl));
 		if (!fl) {
@@ -1497,19 +1502,22 @@ static int read_chunk(struct vfs *v, struct vfs_file *f, uint64_t index,
 {
 	uint64_t clen = chunk_len_of(index, f->size, v->conf.chunk_size);
 	char name[CHUNK_NAME_LEN + 1];
+	unsigned tries = 0;
 	size_t got = 0;
 	ssize_t n;
 	int rc;
 
 	name_chunk(v, f->key, f->etag, index, name);
-	n = cache_read(v->cache, name, off, out, len);
-	if (n >= 0 && (size_t)n == len) {
-		STAT_ADD(v, chunk_hits, 1);
-		return 0;
-	}
-	rc = get_chunk(v, f->key, f->etag, index, clen, name, off, out, len,
-		       &got);
-	if (rc == 0 && got != len)
+	do {
+		n = cache_read(v->cache, name, off, out, len);
+		if (n >= 0 && (size_t)n == len) {
+			STAT_ADD(v, chunk_hits, 1);
+			return 0;
+		}
+		rc = get_chunk(v, f->key, f->etag, index, clen, name, off, out,
+			       len, &got);
+	} while (rc == -EAGAIN && ++tries < 3);
+	if (rc == -EAGAIN || (rc == 0 && got != len))
 		rc = -EIO;
 	if (rc == -ESTALE) {
 		STAT_ADD(v, stale, 1);

@@ -438,15 +438,29 @@ def read_opts(request):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 2 MiB tmpfs (root only), unmounted at teardown."""
+def make_tmpfs(tmp_path):
+    """make_tmpfs(size) mounts a tmpfs of that size (root only) and returns
+    its path; every one is unmounted at teardown."""
     need(os.geteuid() == 0, "root, to mount a tmpfs")
-    path = tmp_path / "small-tmpfs"
-    path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(path)],
-                       capture_output=True, timeout=30)
-    need(r.returncode == 0, f"mount -t tmpfs: {r.stderr.decode(errors='replace').strip()}")
-    yield path
-    r = subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
-    if r.returncode != 0:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+    made = []
+
+    def make(size):
+        path = tmp_path / f"tmpfs-{len(made)}"
+        path.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, timeout=30)
+        need(r.returncode == 0, f"mount -t tmpfs: {r.stderr.decode(errors='replace').strip()}")
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        r = subprocess.run(["umount", str(path)], capture_output=True, timeout=30)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def small_tmpfs(make_tmpfs):
+    """A 2 MiB tmpfs (root only), unmounted at teardown."""
+    return make_tmpfs("2M")

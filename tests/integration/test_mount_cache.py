@@ -132,17 +132,27 @@ def test_ephemeral_cache_is_removed_at_unmount(mount, s3, bucket, tmp_path):
 
 # ---- the cap -----------------------------------------------------------------------------
 
-def test_cap_holds_while_reading_three_times_its_size(mount, s3, bucket, read_opts):
+def test_cap_holds_while_reading_three_times_its_size(mount, s3, bucket, read_opts, make_tmpfs):
     cap = 8 * MiB
     files = {f"cap/f{i}": rand_bytes(4 * MiB, f"cap{i}") for i in range(7)}  # 28 MiB
     put_many(s3, bucket, files)
-    m = mount(bucket, cache_size="8M", chunk_size="1M", **read_opts)
+    # The cache gets a file system of its own, so that one statvfs() is an
+    # atomic sample of everything it holds; walking the folder is not (a
+    # chunk evicted behind the walk and its successor ahead of it would
+    # both be counted).
+    fs = make_tmpfs("64M")
+    empty = os.statvfs(fs)
+    m = mount(bucket, cache_dir=str(fs / "cache"), cache_size="8M", chunk_size="1M", **read_opts)
     samples = []
     stop = threading.Event()
 
+    def used():
+        st = os.statvfs(fs)
+        return (empty.f_bfree - st.f_bfree) * st.f_frsize
+
     def sampler():
         while not stop.is_set():
-            samples.append(disk_usage(m.cache_dir))
+            samples.append(used())
             stop.wait(0.003)
 
     t = threading.Thread(target=sampler, daemon=True)
