@@ -70,7 +70,7 @@ fi
 mount_demo() {
     "$repo_root/build/src/s3cachefs" demo "$mnt" -f \
         -o cache_dir="$state/cache",cache_size=1G,cache_min_free=0,log_level=info \
-        2>>"$state/s3cachefs.log" &
+        >>"$state/s3cachefs.log" 2>&1 </dev/null &
     echo $! >"$fspidfile"
     for _ in $(seq 100); do
         mountpoint -q "$mnt" && return 0
