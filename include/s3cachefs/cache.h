@@ -22,9 +22,9 @@
  * never deletes it under the reader.
  *
  * Disk faults: a failing or full cache disk makes cache_put and cache_read
- * return an error the caller treats as a miss (it goes to S3); the first
- * such error of each kind is logged at warn, later ones at debug, until an
- * operation of that kind succeeds again.
+ * return an error the caller treats as a miss (it goes to S3); such errors
+ * are logged at warn at most once per ten minutes for each kind (read,
+ * write, no room), at debug otherwise.
  *
  * Thread-safe.
  */
@@ -117,7 +117,7 @@ int cache_put(struct cache *c, const char *name, const struct cache_ref *ref,
 
 /*
  * Delete the chunks of object @key whose ETag is not @keep_etag (NULL: all
- * of them), pinned ones excepted.  0 or -errno.
+ * of them); a pinned one goes at its last unpin.  0 or -errno.
  */
 int cache_drop_object(struct cache *c, const char *key, const char *keep_etag);
 

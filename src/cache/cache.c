@@ -748,8 +748,10 @@ int cache_drop_object(struct cache *c, const char *key, const char *keep_etag)
 	b.n = 0;
 	pthread_mutex_lock(&c->lock);
 	for (i = 0; i < names.n; i++) {
-		e = chunk_name_valid(names.v[i]) ? table_find(c, names.v[i])
-						 : NULL;
+		/* rows that cannot name a chunk go at the next open */
+		if (!chunk_name_valid(names.v[i]))
+			continue;
+		e = table_find(c, names.v[i]);
 		if (!e) {
 			/* a row the index does not know: just the row */
 			rows_add_locked(c, &b, names.v[i]);
@@ -797,24 +799,6 @@ int cache_evict_all(struct cache *c)
 void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
 	pthread_mutex_lock(&c->lock);
-	if (getenv("CACHE_DUMP")) {
-		struct entry *e;
-		size_t i;
-		for (i = 0; i < c->nbuckets; i++)
-			for (e = c->table[i]; e; e = e->hnext)
-				if (!visible(e))
-					fprintf(stderr,
-						"DUMP %.8s ready %d doom %d "
-						"pins %u writers %u gen %lu\n",
-						e->name, e->ready, e->doom,
-						e->pins, e->writers,
-						(unsigned long)e->gen);
-		fprintf(stderr,
-			"DUMP stats corrupt %lu misses %lu disk_errors %lu\n",
-			(unsigned long)c->st.corrupt,
-			(unsigned long)c->st.misses,
-			(unsigned long)c->st.disk_errors);
-	}
 	*out = c->st;
 	out->used_bytes = c->chunk_bytes + c->meta_bytes;
 	out->cap_bytes = c->conf.cap_bytes;

@@ -542,12 +542,9 @@ out:
 		close(shardfd);
 	if (rc < 0 && io) {
 		stat_inc(&cs->write_errors);
-		if (rc == -ENOSPC || rc == -EDQUOT)
-			log_debug("cannot %s chunk '%s/%.2s/%s': %s", what,
-				  cs->dir, name, name, strerror(-rc));
-		else
-			log_warn("cannot %s chunk '%s/%.2s/%s': %s", what,
-				 cs->dir, name, name, strerror(-rc));
+		/* the cache says it once, rate-limited, with its view */
+		log_debug("cannot %s chunk '%s/%.2s/%s': %s", what, cs->dir,
+			  name, name, strerror(-rc));
 	}
 	free(buf);
 	return rc;
@@ -693,8 +690,8 @@ static int open_checked(struct chunk_store *cs, const char *name, int *fdp,
 out:
 	if (rc < 0 && rc != -ENOENT && rc != -EBADMSG && rc != -ENOMEM) {
 		stat_inc(&cs->read_errors);
-		log_warn("cannot %s chunk '%s/%s': %s", what, cs->dir, rel,
-			 strerror(-rc));
+		log_debug("cannot %s chunk '%s/%s': %s", what, cs->dir, rel,
+			  strerror(-rc));
 	}
 	if (fd >= 0)
 		close(fd);
@@ -723,8 +720,8 @@ static ssize_t read_raw(struct chunk_store *cs, const char *name, int fd,
 	if (got < 0) {
 		rc = got;
 		stat_inc(&cs->read_errors);
-		log_warn("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
-			 name, strerror((int)-rc));
+		log_debug("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
+			  name, strerror((int)-rc));
 		goto out;
 	}
 	if ((uint64_t)got != stop - start) {
@@ -768,8 +765,8 @@ static ssize_t read_zlib(struct chunk_store *cs, const char *name, int fd,
 	if (got < 0) {
 		rc = got;
 		stat_inc(&cs->read_errors);
-		log_warn("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
-			 name, strerror((int)-rc));
+		log_debug("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
+			  name, strerror((int)-rc));
 		goto out;
 	}
 	if ((uint64_t)got != h->stored_len) {

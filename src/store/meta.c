@@ -364,7 +364,13 @@ static int configure(struct meta *m)
 	}
 	return exec_sql(m,
 			"PRAGMA synchronous = NORMAL;"
-			" PRAGMA foreign_keys = OFF",
+			" PRAGMA foreign_keys = OFF;"
+			/*
+			 * The WAL counts against the cache's cap: checkpoint
+			 * every 1 MiB of it and truncate it back after.
+			 */
+			" PRAGMA wal_autocheckpoint = 256;"
+			" PRAGMA journal_size_limit = 1048576",
 			"set pragmas");
 }
 
