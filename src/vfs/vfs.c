@@ -899,8 +899,8 @@ void vfs_forget(struct vfs *v, uint64_t ino, uint64_t n)
 
 /*
  * Bring the attributes of file @ino up to date when they expired: the
- * object's row if fresh, else HEAD.  With @force, ask S3 whatever the TTL
- * says (never while offline).  0 or -errno (-ENOENT: the object is gone).
+ * object's row if fresh, else HEAD; while S3 is offline, what the row
+ * says.  0 or -errno (-ENOENT: the object is gone).
  */
 static int revalidate(struct vfs *v, uint64_t ino, const char *key)
 {
