@@ -812,10 +812,21 @@ async function writeAtomic(dest, content) {
       cb(null, chunk);
     },
   });
+  // A client that goes away mid-body must fail the write, also when it was
+  // gone before the pipeline was attached (an IncomingMessage that closed
+  // incomplete does not always tell a late pipeline).
+  const gone = () => content.complete === false && (content.destroyed || content.aborted);
   try {
-    await new Promise((resolve, reject) =>
-      pipeline(content, tap, fs.createWriteStream(tmp), err => (err ? reject(err) : resolve())),
-    );
+    await new Promise((resolve, reject) => {
+      const out = fs.createWriteStream(tmp);
+      pipeline(content, tap, out, err => (err ? reject(err) : resolve()));
+      const check = () => {
+        if (gone()) tap.destroy(new Error('the client closed the request before its body ended'));
+      };
+      content.once('close', check);
+      content.once('aborted', check);
+      check();
+    });
     const md5hex = md5.digest('hex');
     verifyDigests(content, md5hex, sha.digest('hex'));
     await fs.promises.rename(tmp, dest);
