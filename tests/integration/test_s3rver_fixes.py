@@ -538,3 +538,252 @@ def test_chunked_put_is_411(s3rver, s3, bucket):
     assert xml(body).findtext("Code") == "MissingContentLength"
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="k")
+
+
+# ---- 14. UploadPartCopy ------------------------------------------------------------
+
+def mpu_etag(*parts):
+    return '"%s-%d"' % (hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest(), len(parts))
+
+
+def complete(s3, bucket, key, upload_id, etags):
+    return s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": i + 1, "ETag": e} for i, e in enumerate(etags)]},
+    )
+
+
+def assert_object(s3, bucket, key, want, etag):
+    got = s3.get_object(Bucket=bucket, Key=key)
+    data = got["Body"].read()
+    assert len(data) == len(want)
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(want).hexdigest()  # byte-exact, short diff
+    assert got["ETag"] == etag
+
+
+def copy_part(s3, bucket, key, upload_id, n, src_key, src_bucket=None, **kw):
+    r = s3.upload_part_copy(
+        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n,
+        CopySource={"Bucket": src_bucket or bucket, "Key": src_key}, **kw,
+    )
+    return r["CopyPartResult"]
+
+
+def test_upload_part_copy_whole_source(s3, bucket):
+    src_key = "src a+b=c%/ünï?#"
+    src = os.urandom(6 * MiB + 123)
+    tail = b"the tail"
+    s3.put_object(Bucket=bucket, Key=src_key, Body=src)
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    res = copy_part(s3, bucket, "dst", up, 1, src_key)
+    assert res["ETag"] == '"%s"' % hashlib.md5(src).hexdigest()
+    assert res["LastModified"].year >= 2020
+    e2 = s3.upload_part(Bucket=bucket, Key="dst", UploadId=up, PartNumber=2, Body=tail)["ETag"]
+    r = complete(s3, bucket, "dst", up, [res["ETag"], e2])
+    assert r["ETag"] == mpu_etag(src, tail)
+    assert_object(s3, bucket, "dst", src + tail, mpu_etag(src, tail))
+    # the source is untouched
+    assert s3.get_object(Bucket=bucket, Key=src_key)["Body"].read() == src
+
+
+def test_upload_part_copy_from_another_bucket(s3, bucket):
+    other = new_bucket_name()
+    s3.create_bucket(Bucket=other)
+    s3.put_object(Bucket=other, Key="s", Body=b"from elsewhere")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    e1 = copy_part(s3, bucket, "dst", up, 1, "s", src_bucket=other, CopySourceRange="bytes=5-13")["ETag"]
+    complete(s3, bucket, "dst", up, [e1])
+    assert_object(s3, bucket, "dst", b"elsewhere", mpu_etag(b"elsewhere"))
+
+
+def test_upload_part_copy_ranges_mixed_with_upload_part(s3, bucket):
+    src = os.urandom(16 * MiB)
+    s3.put_object(Bucket=bucket, Key="src", Body=src)
+    new = os.urandom(5 * MiB)
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    r1 = copy_part(s3, bucket, "dst", up, 1, "src", CopySourceRange=f"bytes=0-{6 * MiB - 1}")
+    e2 = s3.upload_part(Bucket=bucket, Key="dst", UploadId=up, PartNumber=2, Body=new)["ETag"]
+    r3 = copy_part(s3, bucket, "dst", up, 3, "src", CopySourceRange=f"bytes={10 * MiB}-{16 * MiB - 1}")
+    r4 = copy_part(s3, bucket, "dst", up, 4, "src", CopySourceRange="bytes=7-7")  # one byte
+    parts = [src[:6 * MiB], new, src[10 * MiB:], src[7:8]]
+    assert r1["ETag"] == '"%s"' % hashlib.md5(parts[0]).hexdigest()
+    assert r3["ETag"] == '"%s"' % hashlib.md5(parts[2]).hexdigest()
+    assert r4["ETag"] == '"%s"' % hashlib.md5(parts[3]).hexdigest()
+    r = complete(s3, bucket, "dst", up, [r1["ETag"], e2, r3["ETag"], r4["ETag"]])
+    assert r["ETag"] == mpu_etag(*parts)
+    assert_object(s3, bucket, "dst", b"".join(parts), mpu_etag(*parts))
+
+
+def test_upload_part_copy_replaces_a_part(s3, bucket):
+    # a copied part overwrites an uploaded one of the same number, and back
+    s3.put_object(Bucket=bucket, Key="src", Body=b"copied bytes")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="dst", UploadId=up, PartNumber=1, Body=b"uploaded")
+    e1 = copy_part(s3, bucket, "dst", up, 1, "src")["ETag"]
+    complete(s3, bucket, "dst", up, [e1])
+    assert_object(s3, bucket, "dst", b"copied bytes", mpu_etag(b"copied bytes"))
+
+
+def test_upload_part_copy_same_key_in_place_edit(s3, bucket):
+    old = os.urandom(16 * MiB + 77)
+    s3.put_object(Bucket=bucket, Key="obj", Body=old)
+    old_etag = s3.head_object(Bucket=bucket, Key="obj")["ETag"]
+    up = s3.create_multipart_upload(Bucket=bucket, Key="obj")["UploadId"]
+    middle = bytes(b ^ 0xFF for b in old[6 * MiB:11 * MiB])
+    r1 = copy_part(s3, bucket, "obj", up, 1, "obj", CopySourceRange=f"bytes=0-{6 * MiB - 1}",
+                   CopySourceIfMatch=old_etag)
+    e2 = s3.upload_part(Bucket=bucket, Key="obj", UploadId=up, PartNumber=2, Body=middle)["ETag"]
+    r3 = copy_part(s3, bucket, "obj", up, 3, "obj", CopySourceRange=f"bytes={11 * MiB}-{len(old) - 1}",
+                   CopySourceIfMatch=old_etag)
+    # until Complete the object is the old one
+    assert_object(s3, bucket, "obj", old, old_etag)
+    parts = [old[:6 * MiB], middle, old[11 * MiB:]]
+    r = complete(s3, bucket, "obj", up, [r1["ETag"], e2, r3["ETag"]])
+    assert r["ETag"] == mpu_etag(*parts)
+    want = b"".join(parts)
+    assert len(want) == len(old) and want != old
+    assert_object(s3, bucket, "obj", want, mpu_etag(*parts))
+
+
+def test_upload_part_copy_reads_source_at_copy_time(s3, bucket):
+    v1 = os.urandom(5 * MiB)
+    v2 = os.urandom(5 * MiB)
+    s3.put_object(Bucket=bucket, Key="obj", Body=v1)
+    up = s3.create_multipart_upload(Bucket=bucket, Key="obj")["UploadId"]
+    e1 = copy_part(s3, bucket, "obj", up, 1, "obj")["ETag"]
+    s3.put_object(Bucket=bucket, Key="obj", Body=v2)
+    e2 = copy_part(s3, bucket, "obj", up, 2, "obj", CopySourceRange="bytes=0-9")["ETag"]
+    complete(s3, bucket, "obj", up, [e1, e2])
+    assert_object(s3, bucket, "obj", v1 + v2[:10], mpu_etag(v1, v2[:10]))
+
+
+def test_upload_part_copy_empty_source(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    e1 = copy_part(s3, bucket, "dst", up, 1, "empty")["ETag"]
+    assert e1 == '"%s"' % hashlib.md5(b"").hexdigest()
+    complete(s3, bucket, "dst", up, [e1])
+    assert_object(s3, bucket, "dst", b"", mpu_etag(b""))
+
+
+def test_upload_part_copy_preconditions(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"0123456789")
+    etag = s3.head_object(Bucket=bucket, Key="src")["ETag"]
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    for kw, condition in [
+        ({"CopySourceIfMatch": '"0123"'}, "x-amz-copy-source-If-Match"),
+        ({"CopySourceIfNoneMatch": etag}, "x-amz-copy-source-If-None-Match"),
+        ({"CopySourceIfNoneMatch": etag.strip('"')}, "x-amz-copy-source-If-None-Match"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            copy_part(s3, bucket, "dst", up, 1, "src", **kw)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+        assert err_code(e.value) == "PreconditionFailed"
+        assert e.value.response["Error"]["Condition"] == condition
+    # nothing was stored as part 1
+    with pytest.raises(ClientError) as e:
+        complete(s3, bucket, "dst", up, ['"%s"' % hashlib.md5(b"0123456789").hexdigest()])
+    assert err_code(e.value) == "InvalidPart"
+    # conditions that hold
+    e1 = copy_part(s3, bucket, "dst", up, 1, "src", CopySourceIfMatch=etag, CopySourceIfNoneMatch='"other"',
+                   CopySourceRange="bytes=2-4")["ETag"]
+    complete(s3, bucket, "dst", up, [e1])
+    assert_object(s3, bucket, "dst", b"234", mpu_etag(b"234"))
+
+
+def test_upload_part_copy_precondition_error_body(raw, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    status, headers, body = raw("PUT", f"/{bucket}/dst?partNumber=1&uploadId={up}",
+                                headers={"x-amz-copy-source": f"/{bucket}/src", "x-amz-copy-source-if-match": '"no"'})
+    assert status == 412
+    root = xml(body)
+    assert root.tag == "Error"
+    assert root.findtext("Code") == "PreconditionFailed"
+    assert root.findtext("RequestId") == headers["x-amz-request-id"]
+
+
+def test_upload_part_copy_missing_source_and_upload(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    with pytest.raises(ClientError) as e:
+        copy_part(s3, bucket, "dst", up, 1, "no such+key")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert err_code(e.value) == "NoSuchKey"
+    assert e.value.response["Error"]["Key"] == "no such+key"
+    with pytest.raises(ClientError) as e:
+        copy_part(s3, bucket, "dst", up, 1, "src", src_bucket=new_bucket_name())
+    assert err_code(e.value) == "NoSuchBucket"
+    with pytest.raises(ClientError) as e:
+        copy_part(s3, bucket, "dst", "nonexistent", 1, "src")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert err_code(e.value) == "NoSuchUpload"
+    s3.abort_multipart_upload(Bucket=bucket, Key="dst", UploadId=up)
+    with pytest.raises(ClientError) as e:
+        copy_part(s3, bucket, "dst", up, 1, "src")
+    assert err_code(e.value) == "NoSuchUpload"
+
+
+@pytest.mark.parametrize(
+    "rng,message",
+    [
+        ("bytes=0-10", "Range specified is not valid for source object of size: 10"),
+        ("bytes=10-10", "Range specified is not valid for source object of size: 10"),
+        ("0-5", "must be of the form bytes=first-last"),
+        ("bytes=5-", "must be of the form bytes=first-last"),
+        ("bytes=-5", "must be of the form bytes=first-last"),
+        ("bytes=5-2", "must be of the form bytes=first-last"),
+        ("bytes=0-1,3-4", "must be of the form bytes=first-last"),
+        ("bytes=a-b", "must be of the form bytes=first-last"),
+    ],
+)
+def test_upload_part_copy_bad_range(s3, bucket, rng, message):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"0123456789")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    with pytest.raises(ClientError) as e:
+        copy_part(s3, bucket, "dst", up, 1, "src", CopySourceRange=rng)
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert err_code(e.value) == "InvalidArgument"
+    assert message in e.value.response["Error"]["Message"]
+    assert e.value.response["Error"]["ArgumentName"] == "x-amz-copy-source-range"
+
+
+@pytest.mark.parametrize("part", ["0", "10001", "x"])
+def test_upload_part_copy_bad_part_number(raw, s3, bucket, part):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    status, _, body = raw("PUT", f"/{bucket}/dst?partNumber={part}&uploadId={up}",
+                          headers={"x-amz-copy-source": f"/{bucket}/src"})
+    assert status == 400
+    assert xml(body).findtext("Code") == "InvalidArgument"
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    ["/{b}/{k}", "{b}/{k}", "/{b}/{k}?versionId=null"],
+)
+def test_upload_part_copy_source_forms(raw, s3, bucket, fmt):
+    from urllib.parse import quote
+
+    key = "x+y=z%/é q?#&"
+    s3.put_object(Bucket=bucket, Key=key, Body=b"payload")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    src = fmt.format(b=bucket, k=quote(key, safe=""))
+    status, _, body = raw("PUT", f"/{bucket}/dst?partNumber=1&uploadId={up}",
+                          headers={"x-amz-copy-source": src, "x-amz-copy-source-range": "bytes=1-3"})
+    assert status == 200, body
+    root = xml(body)
+    assert root.tag == "CopyPartResult"
+    assert root.findtext("ETag") == '"%s"' % hashlib.md5(b"ayl").hexdigest()
+    assert root.findtext("LastModified").endswith("Z")
+    complete(s3, bucket, "dst", up, [root.findtext("ETag")])
+    assert_object(s3, bucket, "dst", b"ayl", mpu_etag(b"ayl"))
+
+
+def test_upload_part_copy_version_id_not_implemented(raw, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="src", Body=b"x")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="dst")["UploadId"]
+    status, _, body = raw("PUT", f"/{bucket}/dst?partNumber=1&uploadId={up}",
+                          headers={"x-amz-copy-source": f"/{bucket}/src?versionId=3HL4kqtJlcpXroDTDmJ"})
+    assert status == 501
+    assert xml(body).findtext("Code") == "NotImplemented"

@@ -6,11 +6,12 @@
 //     node --openssl-legacy-provider -r /abs/path/fixes.js \
 //     node_modules/s3rver/bin/s3rver.js -d DATA -a 127.0.0.1 -p PORT --silent
 //
-// Sections 1-5 (listing, long keys) come first; sections 6-13 further down
+// Sections 1-5 (listing, long keys) come first; sections 6-14 further down
 // add: 6 request log and request ids, 7 SigV4 verification and the region,
 // 8 conditional GET/HEAD and ranges, 9 encoding-type=url, 10 copy-source
 // decoding, 11 atomic verified writes and multipart as on S3, 12 the
-// DeleteObjects checksum, 13 extra key pairs. Each says what and why.
+// DeleteObjects checksum, 13 extra key pairs, 14 UploadPartCopy. Each says
+// what and why.
 // tests/integration/test_s3rver_fixes.py tests every one of them.
 //
 // Unpatched s3rver 3.7.1 on Node 20 has three listing bugs that would make a
@@ -695,17 +696,21 @@ bucketCtrl.getBucket = async function getBucket(ctx) {
 // is always %3F), then decodeURIComponent. The stock controller decodes with
 // decodeURI again, so it is handed encodeURI(decoded), which that decodeURI
 // maps back exactly.
-const origPutObjectCopy = objectCtrl.putObjectCopy;
-objectCtrl.putObjectCopy = async function putObjectCopy(ctx) {
-  let raw = ctx.headers['x-amz-copy-source'];
+// parseCopySource(header) -> { decoded, bucket, key, versionId }: also used
+// by UploadPartCopy (section 14).
+function parseCopySource(header) {
+  let raw = header;
+  let versionId;
   const q = raw.indexOf('?');
   if (q >= 0) {
-    if (!/^versionId=[^&]*$/.test(raw.slice(q + 1))) {
+    const m = /^versionId=([^&]*)$/.exec(raw.slice(q + 1));
+    if (!m) {
       throw s3err('InvalidArgument', 'Invalid copy source encoding', {
         ArgumentName: 'x-amz-copy-source',
         ArgumentValue: raw,
       });
     }
+    versionId = m[1];
     raw = raw.slice(0, q);
   }
   let decoded;
@@ -723,6 +728,14 @@ objectCtrl.putObjectCopy = async function putObjectCopy(ctx) {
       ArgumentValue: raw,
     });
   }
+  const rest = decoded.startsWith('/') ? decoded.slice(1) : decoded;
+  const slash = rest.indexOf('/');
+  return { decoded, bucket: rest.slice(0, slash), key: rest.slice(slash + 1), versionId };
+}
+
+const origPutObjectCopy = objectCtrl.putObjectCopy;
+objectCtrl.putObjectCopy = async function putObjectCopy(ctx) {
+  const { decoded } = parseCopySource(ctx.headers['x-amz-copy-source']);
   ctx.headers['x-amz-copy-source'] = encodeURI(decoded);
   return origPutObjectCopy(ctx);
 };
@@ -860,15 +873,20 @@ async function requireUpload(store, bucket, uploadId) {
   return dir;
 }
 
-P.putPart = async function putPart(bucket, uploadId, partNumber, content) {
-  const dir = await requireUpload(this, bucket, uploadId);
+function checkPartNumber(partNumber) {
   const n = Number(partNumber);
-  if (!Number.isInteger(n) || n < 1 || n > 10000) {
+  if (!/^\d+$/.test(String(partNumber)) || n < 1 || n > 10000) {
     throw s3err('InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive', {
       ArgumentName: 'partNumber',
       ArgumentValue: partNumber,
     });
   }
+  return n;
+}
+
+P.putPart = async function putPart(bucket, uploadId, partNumber, content) {
+  const dir = await requireUpload(this, bucket, uploadId);
+  const n = checkPartNumber(partNumber);
   const [size, md5] = await writeAtomic(path.join(dir, String(n)), content);
   await fs.promises.writeFile(path.join(dir, `${n}.md5`), md5);
   return { size, md5 };
@@ -964,4 +982,160 @@ function requireDeleteChecksum(ctx) {
 for (const pair of (process.env.S3RVER_EXTRA_KEYS || '').split(',').filter(Boolean)) {
   const colon = pair.indexOf(':');
   AWSAccount.DUMMY_ACCOUNT.createKeyPair(pair.slice(0, colon), pair.slice(colon + 1));
+}
+
+// ---- 14. UploadPartCopy ----------------------------------------------------
+// Why: stock s3rver answers UploadPartCopy (PUT ?partNumber=N&uploadId=ID
+// with x-amz-copy-source) 501 NotImplemented, so a client that rewrites part
+// of a large object by copying its unchanged ranges server-side cannot be
+// tested. As on S3:
+//  - x-amz-copy-source is "[/]BUCKET/KEY" parsed as in section 10;
+//    "?versionId=null" names the current object, any other version id is 501
+//    NotImplemented (versioning is not modelled); a missing source bucket is
+//    404 NoSuchBucket, a missing source key 404 NoSuchKey;
+//  - x-amz-copy-source-if-match / -if-unmodified-since and -if-none-match /
+//    -if-modified-since are evaluated against the source as on GET (section 8:
+//    If-Match decides over If-Unmodified-Since, If-None-Match over
+//    If-Modified-Since), and one that does not hold is 412 PreconditionFailed
+//    (never 304);
+//  - x-amz-copy-source-range "bytes=first-last" (inclusive, both required)
+//    picks the bytes; another form is 400 InvalidArgument, and so is a range
+//    reaching past the source's end ("Range specified is not valid for source
+//    object of size: N"); a part of more than 5 GiB is 400 InvalidRequest;
+//  - an unknown upload id is 404 NoSuchUpload, a bad part number 400
+//    InvalidArgument.
+// The bytes are streamed from one open file descriptor, a snapshot of the
+// source as it is when the copy starts (also when the source is the upload's
+// own key, which is only replaced at CompleteMultipartUpload), into putPart
+// (section 11), so the part is stored exactly as an UploadPart of the same
+// bytes (<uploads>/<id>/N and N.md5). The answer is <CopyPartResult> with the
+// part's ETag (its MD5) and LastModified.
+const MAX_COPY_PART = 5 * 1024 * MiB;
+const COPY_RANGE_FORM =
+  'The x-amz-copy-source-range value must be of the form bytes=first-last ' +
+  'where first and last are the zero-based offsets of the first and last bytes to copy';
+
+// Opens a source object and reads its metadata; null when there is none. A
+// PUT that replaces the object (a rename) between the open and the metadata
+// is noticed by the inode and retried, so the two describe the same object.
+async function openCopySource(store, bucket, key) {
+  if (tooLong(key)) return null;
+  const file = store.getResourcePath(bucket, key, 'object');
+  for (let attempt = 0; ; attempt++) {
+    let fh;
+    try {
+      fh = await fs.promises.open(file, 'r');
+    } catch (err) {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR' || err.code === 'ENAMETOOLONG') return null;
+      throw err;
+    }
+    try {
+      const md = await store.getMetadata(bucket, key);
+      const [opened, current] = await Promise.all([fh.stat(), fs.promises.stat(file)]);
+      if ((opened.ino === current.ino && opened.dev === current.dev) || attempt >= 5) {
+        return { fh, md, size: opened.size };
+      }
+    } catch (err) {
+      await fh.close();
+      if (err.code === 'ENOENT') return null; // deleted meanwhile
+      throw err;
+    }
+    await fh.close();
+  }
+}
+
+function checkCopyPreconditions(h, md) {
+  const etag = md.etag;
+  const mtime = new Date(md['last-modified']);
+  const failed = condition =>
+    s3err('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', {
+      Condition: condition,
+    });
+  const m = 'x-amz-copy-source-if-match';
+  const nm = 'x-amz-copy-source-if-none-match';
+  const ms = 'x-amz-copy-source-if-modified-since';
+  const ums = 'x-amz-copy-source-if-unmodified-since';
+  if (m in h) {
+    if (!etagMatches(h[m], etag)) throw failed('x-amz-copy-source-If-Match');
+  } else if (ums in h) {
+    const d = httpDate(h[ums]);
+    if (d && seconds(mtime) > seconds(d)) throw failed('x-amz-copy-source-If-Unmodified-Since');
+  }
+  if (nm in h) {
+    if (etagMatches(h[nm], etag)) throw failed('x-amz-copy-source-If-None-Match');
+  } else if (ms in h) {
+    const d = httpDate(h[ms]);
+    if (d && seconds(mtime) <= seconds(d)) throw failed('x-amz-copy-source-If-Modified-Since');
+  }
+}
+
+// -> [first, last] (inclusive; [0, -1] for a whole empty source)
+function copySourceRange(header, size) {
+  if (header === undefined) return [0, size - 1];
+  const m = /^bytes=(\d+)-(\d+)$/.exec(header.trim());
+  const first = m && Number(m[1]);
+  const last = m && Number(m[2]);
+  if (!m || !Number.isSafeInteger(first) || !Number.isSafeInteger(last) || first > last) {
+    throw s3err('InvalidArgument', COPY_RANGE_FORM, {
+      ArgumentName: 'x-amz-copy-source-range',
+      ArgumentValue: header,
+    });
+  }
+  if (last >= size) {
+    throw s3err('InvalidArgument', `Range specified is not valid for source object of size: ${size}`, {
+      ArgumentName: 'x-amz-copy-source-range',
+      ArgumentValue: header,
+    });
+  }
+  return [first, last];
+}
+
+router.put('/:bucket/:key+', async (ctx, next) => {
+  if (!('uploadId' in ctx.query) || !('x-amz-copy-source' in ctx.headers)) return next();
+  const { uploadId, partNumber } = ctx.query;
+  const bucket = ctx.params.bucket;
+  await requireUpload(ctx.store, bucket, uploadId);
+  checkPartNumber(partNumber);
+  const src = parseCopySource(ctx.headers['x-amz-copy-source']);
+  if (src.versionId !== undefined && src.versionId !== 'null') {
+    throw s3err('NotImplemented', 'Copying a version of an object is not implemented by this test server', {
+      Header: 'x-amz-copy-source',
+    });
+  }
+  if (!(await ctx.store.getBucket(src.bucket))) {
+    throw new S3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: src.bucket });
+  }
+  const source = await openCopySource(ctx.store, src.bucket, src.key);
+  if (!source) throw new S3Error('NoSuchKey', 'The specified key does not exist.', { Key: src.key });
+  let content;
+  try {
+    checkCopyPreconditions(ctx.headers, source.md);
+    const [first, last] = copySourceRange(ctx.headers['x-amz-copy-source-range'], source.size);
+    if (last - first + 1 > MAX_COPY_PART) {
+      throw new S3Error(
+        'InvalidRequest',
+        `The specified copy source is larger than the maximum allowable size for a copy source: ${MAX_COPY_PART}`,
+      );
+    }
+    content =
+      last < first
+        ? Readable.from([])
+        : source.fh.createReadStream({ start: first, end: last, autoClose: false, highWaterMark: MiB });
+    const { md5 } = await ctx.store.putPart(bucket, uploadId, partNumber, content);
+    ctx.body = {
+      CopyPartResult: {
+        '@': { xmlns: 'http://s3.amazonaws.com/doc/2006-03-01/' },
+        LastModified: new Date().toISOString(),
+        ETag: JSON.stringify(md5),
+      },
+    };
+  } finally {
+    if (content) content.destroy();
+    await source.fh.close();
+  }
+});
+{
+  const layer = router.stack.pop();
+  const at = router.stack.findIndex(l => l.path === '/:bucket/:key+' && l.methods.includes('PUT'));
+  router.stack.splice(at, 0, layer);
 }
