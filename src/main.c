@@ -765,6 +765,12 @@ static int open_stores(struct app *app)
 	vc.negative_ttl_ms = app->o.negative_ttl_ms;
 	vc.readahead = app->o.readahead;
 	vc.prefetch = (unsigned)app->o.prefetch;
+	vc.cache_dir = app->cache_dir;
+	vc.part_size = app->o.part_size;
+	vc.multipart_threshold = app->o.multipart_threshold;
+	vc.ro = app->o.ro;
+	vc.uid = getuid();
+	vc.gid = getgid();
 	rc = vfs_new(&vc, app->s3, app->meta, app->cache, &app->vfs);
 	if (rc < 0) {
 		rc = fail(before, "cannot start the file system for bucket",

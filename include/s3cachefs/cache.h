@@ -121,6 +121,20 @@ int cache_put(struct cache *c, const char *name, const struct cache_ref *ref,
  */
 int cache_drop_object(struct cache *c, const char *key, const char *keep_etag);
 
+/*
+ * Count @bytes of data kept elsewhere in the cache directory (files being
+ * written) against the cap, evicting chunks first as cache_put() does.
+ * 0, or -ENOSPC when no room can be made (nothing is reserved then).
+ */
+int cache_reserve(struct cache *c, uint64_t bytes);
+
+/* Reserve @bytes without evicting or failing: for staged data found again
+ * at start, which is there whether it fits or not. */
+void cache_reserve_force(struct cache *c, uint64_t bytes);
+
+/* Give back @bytes of cache_reserve()/cache_reserve_force(). */
+void cache_unreserve(struct cache *c, uint64_t bytes);
+
 /* Evict everything unpinned (for tests and tools).  0 or -errno. */
 int cache_evict_all(struct cache *c);
 

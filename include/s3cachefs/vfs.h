@@ -50,6 +50,12 @@ struct vfs_conf {
 	uint64_t negative_ttl_ms; /* trust "no such name" this long */
 	uint64_t readahead;	  /* largest window ahead of a reader */
 	unsigned prefetch;	  /* threads fetching ahead (>= 1) */
+	/* writes (see cache/writeback.h) */
+	const char *cache_dir;	      /* staging files go below it */
+	uint64_t part_size;	      /* multipart part size */
+	uint64_t multipart_threshold; /* one PUT up to this size */
+	bool ro;		      /* refuse every change with -EROFS */
+	uint32_t uid, gid; /* owner of what has no x-amz-meta-uid/gid */
 };
 
 struct vfs_attr {
@@ -57,6 +63,8 @@ struct vfs_attr {
 	bool is_dir;
 	uint64_t size;
 	int64_t mtime; /* seconds since the epoch */
+	uint32_t mode; /* st_mode, type bits included */
+	uint32_t uid, gid;
 };
 
 struct vfs_stats {
@@ -125,7 +133,9 @@ struct vfs_file;
  * Open file @ino for reading: revalidates the ETag when its TTL has passed
  * and fixes it for the life of the handle.  *keep_cache is set when the
  * kernel's cached pages of this inode may be kept (the ETag is the one of
- * the previous open).  -EISDIR, -ENOENT, -EROFS for write access.
+ * the previous open).  Write access (or O_TRUNC) stages the file; a staged
+ * file is read through its staging.  -EISDIR, -ENOENT, -EROFS for write
+ * access on a read-only mount.
  */
 int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	     bool *keep_cache);
@@ -139,6 +149,72 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size,
 		 uint64_t off);
 
 void vfs_release(struct vfs *v, struct vfs_file *f); /* NULL-safe */
+
+/*
+ * Changes.  Each refuses with -EROFS on a read-only mount and returns 0 or
+ * -errno (-EIO when S3 could not be reached or refused for a reason of its
+ * own, S3's meaning otherwise: -EACCES, -ENAMETOOLONG, ...).
+ *
+ * Written files are staged (cache/writeback.h) and uploaded at
+ * vfs_flush() (close) and fsync; a change made by path with no handle
+ * (truncate, chmod, chown, utimens) is sent before the call returns.
+ * Attributes are stored as s3fs stores them: x-amz-meta-mode (st_mode with
+ * the type bits), -uid, -gid, -mtime.
+ */
+
+/* Create and open file @name (regular) in @parent, empty; *out gets its
+ * attributes and one lookup reference. */
+int vfs_create(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
+	       int flags, uint32_t uid, uint32_t gid, struct vfs_attr *out,
+	       struct vfs_file **fout);
+
+/* Write @size bytes at @off (at the end with O_APPEND).  @size or -errno:
+ * -ENOSPC when the cache cannot make room for them, -EBADF on a handle
+ * opened read-only. */
+ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf,
+		  size_t size, uint64_t off);
+
+/* Upload what @f's file has that the bucket has not (close and fsync). */
+int vfs_flush(struct vfs *v, struct vfs_file *f);
+
+#define VFS_SET_MODE 1u
+#define VFS_SET_UID 2u
+#define VFS_SET_GID 4u
+#define VFS_SET_MTIME 8u
+#define VFS_SET_SIZE 16u
+
+/* Change what @mask names; @f is the handle of an ftruncate/fchmod or
+ * NULL.  *out gets the new attributes. */
+int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
+		uint64_t size, uint32_t mode, uint32_t uid, uint32_t gid,
+		int64_t mtime, struct vfs_attr *out);
+
+int vfs_unlink(struct vfs *v, uint64_t parent, const char *name);
+
+/* Write the marker "name/" (x-amz-meta-mode of a directory). */
+int vfs_mkdir(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
+	      uint32_t uid, uint32_t gid, struct vfs_attr *out);
+
+/* Delete the marker; -ENOTEMPTY when any key is below (implicit ones and
+ * files being written included). */
+int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name);
+
+/*
+ * Rename a file (CopyObject, multipart copy above 5 GiB, then
+ * DeleteObject) or a directory (every key below, one by one: not atomic;
+ * a failure midway leaves the keys moved so far moved).  @flags: 0 or
+ * RENAME_NOREPLACE (1); RENAME_EXCHANGE is -EINVAL.
+ */
+int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
+	       uint64_t newparent, const char *newname, unsigned flags);
+
+/* A link stored as s3fs does: body = @target, mode S_IFLNK | 0777. */
+int vfs_symlink(struct vfs *v, uint64_t parent, const char *name,
+		const char *target, uint32_t uid, uint32_t gid,
+		struct vfs_attr *out);
+
+/* The target of link @ino, NUL-terminated in @buf of @size bytes. */
+int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t size);
 
 void vfs_get_stats(struct vfs *v, struct vfs_stats *out);
 

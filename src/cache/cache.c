@@ -562,6 +562,45 @@ static void install_locked(struct cache *c, struct entry *e,
 	kick_locked(c);
 }
 
+int cache_reserve(struct cache *c, uint64_t bytes)
+{
+	bool first;
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	rc = make_room_locked(c, bytes);
+	if (rc == 0) {
+		c->reserved += bytes;
+		kick_locked(c);
+	} else {
+		first = warn_due_locked(&c->warned_room);
+		pthread_mutex_unlock(&c->lock);
+		log_msg(first ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+			"cache: no room for %llu bytes of written data in "
+			"'%s': "
+			"the cap or the free-space floor is reached",
+			(unsigned long long)bytes, c->dir);
+		return rc;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+void cache_reserve_force(struct cache *c, uint64_t bytes)
+{
+	pthread_mutex_lock(&c->lock);
+	c->reserved += bytes;
+	kick_locked(c);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_unreserve(struct cache *c, uint64_t bytes)
+{
+	pthread_mutex_lock(&c->lock);
+	c->reserved = c->reserved > bytes ? c->reserved - bytes : 0;
+	pthread_mutex_unlock(&c->lock);
+}
+
 int cache_put(struct cache *c, const char *name, const struct cache_ref *ref,
 	      const void *data, size_t len)
 {

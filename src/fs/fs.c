@@ -26,7 +26,10 @@
  * INIT) we write FS_MAX_IO to /sys/class/bdi/MAJ:MIN/read_ahead_kb.  Only
  * root may; others keep 128 KiB requests (logged at debug).
  *
- * Write requests are refused with EROFS; the mount is read-only for now.
+ * Changes go to the vfs with the caller's uid, gid and umask; with -o ro
+ * the kernel refuses them first (the mount is MS_RDONLY) and the vfs
+ * refuses them again.  Hard links, devices and extended attributes are
+ * not stored in S3: EPERM and ENOTSUP.
  *
  * State: f->tuned is the one field handlers write (atomically); the rest is
  * set before fs_run and only read while the loop runs.
@@ -39,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -240,8 +244,10 @@ static void attr_to_stat(const struct fs *f, const struct vfs_attr *a,
 		st->st_mode = S_IFREG | 0644;
 		st->st_nlink = 1;
 	}
-	st->st_uid = f->conf.uid;
-	st->st_gid = f->conf.gid;
+	if (a->mode)
+		st->st_mode = a->mode;
+	st->st_uid = a->mode ? a->uid : f->conf.uid;
+	st->st_gid = a->mode ? a->gid : f->conf.gid;
 	st->st_size = (off_t)a->size;
 	st->st_blksize = STATFS_BSIZE;
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
@@ -468,10 +474,6 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc;
 
 	tune_once(f);
-	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
 	rc = vfs_open(f->vfs, ino, fi->flags, &file, &keep_cache);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -486,7 +488,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!keep_cache)
 		fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
 	/* nothing to write back: spare the kernel a FLUSH per close */
-	fi->noflush = 1;
+	fi->noflush =
+		(fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC);
 	if (fuse_reply_open(req, fi) != 0)
 		vfs_release(f->vfs, file);
 }
@@ -548,93 +551,224 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &st);
 }
 
-/* ---- requests that would modify the tree: EROFS ---- */
+/* ---- changes ---- */
+
+static void reply_entry_or_err(fuse_req_t req, struct fs *f, int rc,
+			       const struct vfs_attr *a)
+{
+	struct fuse_entry_param e;
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	attr_to_entry(f, a, &e);
+	if (fuse_reply_entry(req, &e) != 0)
+		vfs_forget(f->vfs, a->ino, 1);
+}
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int to_set, struct fuse_file_info *fi)
 {
-	(void)ino;
-	(void)attr;
-	(void)to_set;
-	(void)fi;
-	fuse_reply_err(req, EROFS);
+	struct fs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct vfs_file *file =
+		fi ? (struct vfs_file *)(uintptr_t)fi->fh : NULL;
+	unsigned mask = 0;
+	int64_t mtime = 0;
+	struct vfs_attr a;
+	struct stat st;
+	int rc;
+
+	if (to_set & FUSE_SET_ATTR_MODE)
+		mask |= VFS_SET_MODE;
+	if (to_set & FUSE_SET_ATTR_UID)
+		mask |= VFS_SET_UID;
+	if (to_set & FUSE_SET_ATTR_GID)
+		mask |= VFS_SET_GID;
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		mask |= VFS_SET_SIZE;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		mask |= VFS_SET_MTIME;
+		mtime = time(NULL);
+	} else if (to_set & FUSE_SET_ATTR_MTIME) {
+		mask |= VFS_SET_MTIME;
+		mtime = attr->st_mtim.tv_sec;
+	}
+	(void)ctx;
+	if (mask == 0) {
+		/* atime or ctime alone: S3 keeps neither */
+		rc = vfs_getattr(f->vfs, ino, &a);
+	} else if ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size < 0) {
+		rc = -EINVAL;
+	} else {
+		rc = vfs_setattr(f->vfs, ino, file, mask,
+				 (uint64_t)attr->st_size, attr->st_mode,
+				 attr->st_uid, attr->st_gid, mtime, &a);
+	}
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	attr_to_stat(f, &a, &st);
+	fuse_reply_attr(req, &st, f->conf.attr_timeout);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct vfs_file *file = NULL;
+	struct fuse_entry_param e;
+	struct vfs_attr a;
+	int rc;
+
+	tune_once(f);
+	rc = vfs_create(f->vfs, parent, name, mode & ~ctx->umask, fi->flags,
+			ctx->uid, ctx->gid, &a, &file);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	attr_to_entry(f, &a, &e);
+	fi->fh = (uint64_t)(uintptr_t)file;
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		vfs_release(f->vfs, file);
+		vfs_forget(f->vfs, a.ino, 1);
+	}
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
-	(void)parent;
-	(void)name;
-	(void)mode;
+	struct fs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct vfs_file *file = NULL;
+	struct vfs_attr a;
+	int rc;
+
 	(void)rdev;
-	fuse_reply_err(req, EROFS);
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM); /* S3 holds no devices or fifos */
+		return;
+	}
+	rc = vfs_create(f->vfs, parent, name, mode & ~ctx->umask, O_WRONLY,
+			ctx->uid, ctx->gid, &a, &file);
+	if (rc == 0) {
+		rc = vfs_flush(f->vfs, file);
+		vfs_release(f->vfs, file);
+		if (rc < 0)
+			vfs_forget(f->vfs, a.ino, 1);
+	}
+	reply_entry_or_err(req, f, rc, &a);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
-	(void)parent;
-	(void)name;
-	(void)mode;
-	fuse_reply_err(req, EROFS);
+	struct fs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct vfs_attr a;
+	int rc;
+
+	rc = vfs_mkdir(f->vfs, parent, name, mode & ~ctx->umask, ctx->uid,
+		       ctx->gid, &a);
+	reply_entry_or_err(req, f, rc, &a);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)parent;
-	(void)name;
-	fuse_reply_err(req, EROFS);
+	struct fs *f = fuse_req_userdata(req);
+
+	fuse_reply_err(req, -vfs_unlink(f->vfs, parent, name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs *f = fuse_req_userdata(req);
+
+	fuse_reply_err(req, -vfs_rmdir(f->vfs, parent, name));
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
-	(void)link;
-	(void)parent;
-	(void)name;
-	fuse_reply_err(req, EROFS);
+	struct fs *f = fuse_req_userdata(req);
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct vfs_attr a;
+	int rc;
+
+	rc = vfs_symlink(f->vfs, parent, name, link, ctx->uid, ctx->gid, &a);
+	reply_entry_or_err(req, f, rc, &a);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fs *f = fuse_req_userdata(req);
+	char buf[4097];
+	int rc;
+
+	rc = vfs_readlink(f->vfs, ino, buf, sizeof(buf));
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, buf);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
-	(void)parent;
-	(void)name;
-	(void)newparent;
-	(void)newname;
-	(void)flags;
-	fuse_reply_err(req, EROFS);
+	struct fs *f = fuse_req_userdata(req);
+
+	fuse_reply_err(req, -vfs_rename(f->vfs, parent, name, newparent,
+					newname, flags));
 }
 
+/* S3 has no hard links. */
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		    const char *newname)
 {
 	(void)ino;
 	(void)newparent;
 	(void)newname;
-	fuse_reply_err(req, EROFS);
-}
-
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      mode_t mode, struct fuse_file_info *fi)
-{
-	(void)parent;
-	(void)name;
-	(void)mode;
-	(void)fi;
-	fuse_reply_err(req, EROFS);
+	fuse_reply_err(req, EPERM);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct fs *f = fuse_req_userdata(req);
+	ssize_t n;
+
 	(void)ino;
-	(void)buf;
-	(void)size;
-	(void)off;
-	(void)fi;
-	fuse_reply_err(req, EROFS);
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = vfs_write(f->vfs, (struct vfs_file *)(uintptr_t)fi->fh, buf, size,
+		      (uint64_t)off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs *f = fuse_req_userdata(req);
+
+	(void)ino;
+	fuse_reply_err(
+		req, -vfs_flush(f->vfs, (struct vfs_file *)(uintptr_t)fi->fh));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	(void)datasync;
+	op_flush(req, ino, fi);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
@@ -645,14 +779,14 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	(void)value;
 	(void)size;
 	(void)flags;
-	fuse_reply_err(req, EROFS);
+	fuse_reply_err(req, ENOTSUP);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	(void)ino;
 	(void)name;
-	fuse_reply_err(req, EROFS);
+	fuse_reply_err(req, ENOTSUP);
 }
 
 /* No extended attributes: none to get, an empty list. */
@@ -692,7 +826,10 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.mknod = op_mknod,
 	.mkdir = op_mkdir,
 	.unlink = op_unlink,
-	.rmdir = op_unlink,
+	.rmdir = op_rmdir,
+	.readlink = op_readlink,
+	.flush = op_flush,
+	.fsync = op_fsync,
 	.symlink = op_symlink,
 	.rename = op_rename,
 	.link = op_link,

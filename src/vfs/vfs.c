@@ -43,7 +43,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "s3cachefs/buf.h"
 #include "s3cachefs/cache.h"
@@ -52,6 +54,7 @@
 #include "s3cachefs/meta.h"
 #include "s3cachefs/s3.h"
 #include "s3cachefs/vfs.h"
+#include "s3cachefs/writeback.h"
 
 #define OFFLINE_MS 5000	      /* trust stale metadata after a failure */
 #define SEQ_SLACK (2u << 20)  /* reads this near the last end continue it */
@@ -60,6 +63,14 @@
 #define TOUCH_BATCH 64	      /* object access stamps written per batch */
 #define TOUCH_MAX_AGE_MS 5000 /* ... or at least this often */
 #define HASH_MIN 256
+#define SYMLINK_MAX 4095 /* longest target; smaller objects may be links */
+
+/* Attributes from user metadata (x-amz-meta-mode, -uid, -gid, -mtime). */
+struct xattrs {
+	bool known;
+	uint32_t mode, uid, gid; /* 0 / UINT32_MAX: not given */
+	int64_t mtime;		 /* 0: not given */
+};
 
 struct node {
 	uint64_t ino;
@@ -72,7 +83,8 @@ struct node {
 	char *etag; /* or NULL when not known yet */
 	uint64_t size;
 	int64_t mtime;
-	int64_t expires_ms;    /* attributes trusted until */
+	int64_t expires_ms; /* attributes trusted until */
+	struct xattrs x;
 	char *opened_etag;     /* ETag of the last open, for keep_cache */
 	struct node *next_ino; /* hash chains */
 	struct node *next_name;
@@ -84,6 +96,7 @@ struct dirent_snap {
 	uint64_t size;
 	int64_t mtime;
 	char *etag;
+	struct xattrs x;
 };
 
 struct vfs_dir {
@@ -99,6 +112,8 @@ struct vfs_file {
 	char *key;
 	char *etag;
 	uint64_t size;
+	struct wb_file *wb;   /* staged: reads and writes go through it */
+	int flags;	      /* of the open */
 	pthread_mutex_t lock; /* guards the readahead state below */
 	uint64_t next_off;    /* end of the reads so far */
 	uint64_t window;      /* bytes to keep fetched ahead; 0: random */
@@ -133,6 +148,7 @@ struct vfs {
 	struct s3 *s3;
 	struct meta *meta;
 	struct cache *cache;
+	struct wb *wb;
 
 	pthread_mutex_t lock;
 	/* under lock: */
@@ -382,12 +398,16 @@ static int set_str(char **dst, const char *src)
 
 /* Record file attributes on @n (under v->lock). */
 static void node_set_attrs(struct node *n, const char *etag, uint64_t size,
-			   int64_t mtime, int64_t expires_ms)
+			   int64_t mtime, int64_t expires_ms,
+			   const struct xattrs *x)
 {
 	if (!n->etag || !etag || strcmp(n->etag, etag) != 0) {
 		if (set_str(&n->etag, etag) < 0)
 			return; /* keep the old values; they expire */
+		memset(&n->x, 0, sizeof(n->x));
 	}
+	if (x && x->known)
+		n->x = *x;
 	n->size = size;
 	n->mtime = mtime;
 	n->expires_ms = expires_ms;
@@ -447,13 +467,33 @@ static struct node *node_get(struct vfs *v, struct node *parent,
 	return n;
 }
 
-static void fill_attr(const struct node *n, struct vfs_attr *a)
+static void fill_attr(const struct vfs *v, const struct node *n,
+		      struct vfs_attr *a)
 {
+	uint32_t perm = n->is_dir ? 0755 : 0644,
+		 type = n->is_dir ? S_IFDIR : S_IFREG;
+
 	memset(a, 0, sizeof(*a));
 	a->ino = n->ino;
 	a->is_dir = n->is_dir;
 	a->size = n->is_dir ? 0 : n->size;
 	a->mtime = n->mtime;
+	a->uid = v->conf.uid;
+	a->gid = v->conf.gid;
+	if (n->x.known) {
+		if (n->x.mode) {
+			perm = n->x.mode & 07777;
+			if (!n->is_dir && S_ISLNK(n->x.mode))
+				type = S_IFLNK;
+		}
+		if (n->x.uid != UINT32_MAX)
+			a->uid = n->x.uid;
+		if (n->x.gid != UINT32_MAX)
+			a->gid = n->x.gid;
+		if (n->x.mtime)
+			a->mtime = n->x.mtime;
+	}
+	a->mode = type | perm;
 }
 
 /* Copy the path of @ino; -ENOENT when unknown, -ENOTDIR/-EISDIR by @want. */
@@ -495,6 +535,67 @@ static int path_of(struct vfs *v, uint64_t ino, int want_dir, char **path)
 		if ((h)->next)                       \
 			(h)->next->prev = (h)->prev; \
 	} while (0)
+
+static bool staged_attr(struct vfs *v, const char *key, struct vfs_attr *a);
+static int stage_existing(struct vfs *v, uint64_t ino, const char *key,
+			  bool truncate, struct wb_file **out);
+static void on_uploaded(void *ctx, const struct wb_result *r);
+static int fill_base(void *ctx, const char *key, const char *etag,
+		     uint64_t size, uint64_t off, void *buf, size_t len);
+
+/* ---- user metadata ---- */
+
+static uint32_t meta_u32(const struct s3_object_info *info, const char *name)
+{
+	const char *v = s3_meta_get(info, name);
+	char *end;
+	unsigned long long n;
+
+	if (!v || !*v)
+		return UINT32_MAX;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || (*end && *end != '.') || n >= UINT32_MAX)
+		return UINT32_MAX;
+	return (uint32_t)n;
+}
+
+/* What a HEAD says of the attributes, as s3fs stores them. */
+static void xattrs_from_info(struct xattrs *x,
+			     const struct s3_object_info *info)
+{
+	uint32_t mode = meta_u32(info, "mode");
+	const char *mt = s3_meta_get(info, "mtime");
+
+	memset(x, 0, sizeof(*x));
+	x->known = true; /* also when none is given: nothing to ask again */
+	x->mode = mode == UINT32_MAX ? 0 : mode;
+	x->uid = meta_u32(info, "uid");
+	x->gid = meta_u32(info, "gid");
+	if (mt)
+		x->mtime = strtoll(mt, NULL, 10);
+	if (x->mtime < 0)
+		x->mtime = 0;
+}
+
+static void xattrs_from_object(struct xattrs *x, const struct meta_object *o)
+{
+	memset(x, 0, sizeof(*x));
+	x->known = o->has_attrs;
+	x->mode = o->mode;
+	x->uid = o->uid;
+	x->gid = o->gid;
+	x->mtime = o->attr_mtime;
+}
+
+static void xattrs_to_object(struct meta_object *o, const struct xattrs *x)
+{
+	o->has_attrs = x->known;
+	o->mode = x->mode;
+	o->uid = x->uid;
+	o->gid = x->gid;
+	o->attr_mtime = x->mtime;
+}
 
 /* ---- listings ---- */
 
@@ -670,8 +771,19 @@ static int on_meta_entry(void *ctx, const struct meta_entry *e)
 		.mtime = e->mtime,
 	};
 
-	return snap_add(lc, e->name, strlen(e->name), e->is_dir,
-			e->is_dir ? NULL : &obj);
+	int rc = snap_add(lc, e->name, strlen(e->name), e->is_dir,
+			  e->is_dir ? NULL : &obj);
+
+	if (rc == 0 && !e->is_dir) {
+		struct xattrs *x = &lc->e[lc->n - 1].x;
+
+		x->known = e->has_attrs;
+		x->mode = e->mode;
+		x->uid = e->uid;
+		x->gid = e->gid;
+		x->mtime = e->attr_mtime;
+	}
+	return rc;
 }
 
 /*
@@ -721,11 +833,13 @@ struct found {
 	uint64_t size;
 	int64_t mtime;
 	int64_t expires_ms;
+	struct xattrs x;
 };
 
 static int found_from_object(struct found *f, struct meta_object *o)
 {
 	f->is_dir = false;
+	xattrs_from_object(&f->x, o);
 	f->etag = o->etag;
 	o->etag = NULL;
 	f->size = o->size;
@@ -770,6 +884,8 @@ static int resolve_s3(struct vfs *v, const char *key, struct found *f)
 	o.mtime = info.mtime;
 	o.checked_ms = t;
 	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	xattrs_from_info(&f->x, &info);
+	xattrs_to_object(&o, &f->x);
 	meta_object_put(v->meta, &o);
 	f->is_dir = false;
 	f->etag = info.etag;
@@ -855,22 +971,69 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
 	rc = path_of(v, parent, 1, &dir_path);
 	if (rc < 0)
 		return rc;
+	{
+		/* a file being written is there before S3 knows it */
+		char *dir = dir_prefix_of(v, dir_path), *key = NULL;
+		struct wb_file *wf = NULL;
+
+		if (dir && asprintf(&key, "%s%s", dir, name) >= 0)
+			wf = wb_find(v->wb, key);
+		else
+			key = NULL;
+		free(dir);
+		free(key);
+		if (wf) {
+			wb_put(v->wb, wf);
+			f.is_dir = false;
+			goto found;
+		}
+	}
 	rc = resolve(v, dir_path, name, &f);
 	if (rc < 0)
 		goto out;
+	/* LIST does not carry the attributes: a small file may be a link */
+	if (!f.is_dir && !f.x.known && f.size > 0 && f.size <= SYMLINK_MAX) {
+		char *dir = dir_prefix_of(v, dir_path), *key = NULL;
+
+		if (dir && asprintf(&key, "%s%s", dir, name) >= 0) {
+			struct found g = { 0 };
+
+			if (resolve_s3(v, key, &g) == 0 && !g.is_dir) {
+				free(f.etag);
+				f = g;
+			} else {
+				free(g.etag);
+			}
+			free(key);
+		}
+		free(dir);
+	}
+found:
 	pthread_mutex_lock(&v->lock);
 	p = node_by_ino(v, parent);
 	n = p ? node_get(v, p, name, f.is_dir) : NULL;
 	if (!n) {
 		rc = p ? -ENOMEM : -ENOENT;
 	} else {
-		if (!f.is_dir)
-			node_set_attrs(n, f.etag, f.size, f.mtime,
-				       f.expires_ms);
+		if (!f.is_dir && f.etag)
+			node_set_attrs(n, f.etag, f.size, f.mtime, f.expires_ms,
+				       &f.x);
 		n->nlookup++;
-		fill_attr(n, out);
+		fill_attr(v, n, out);
 	}
 	pthread_mutex_unlock(&v->lock);
+	if (rc == 0 && !out->is_dir) {
+		char *key = NULL;
+
+		pthread_mutex_lock(&v->lock);
+		n = node_by_ino(v, out->ino);
+		if (n)
+			key = key_of(v, n->path);
+		pthread_mutex_unlock(&v->lock);
+		if (key)
+			staged_attr(v, key, out);
+		free(key);
+	}
 out:
 	if (rc < 0 && rc != -ENOENT && unavailable(rc))
 		rc = -EIO;
@@ -909,6 +1072,7 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key)
 	struct node *n;
 	int64_t t = now_ms();
 	char *old_etag = NULL;
+	struct xattrs x;
 	int rc;
 
 	rc = meta_object_get(v->meta, key, &o);
@@ -947,16 +1111,20 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key)
 	o.mtime = info.mtime;
 	o.checked_ms = t;
 	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	xattrs_from_info(&x, &info);
+	xattrs_to_object(&o, &x);
 	meta_object_put(v->meta, &o);
 	if (old_etag)
 		cache_drop_object(v->cache, key, o.etag);
 apply:
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
-	if (n)
+	if (n) {
+		xattrs_from_object(&x, &o);
 		node_set_attrs(n, o.etag, o.size, o.mtime,
-			       o.expires_ms > t ? o.expires_ms
-						: t + OFFLINE_MS);
+			       o.expires_ms > t ? o.expires_ms : t + OFFLINE_MS,
+			       &x);
+	}
 	pthread_mutex_unlock(&v->lock);
 out:
 	free(old_etag);
@@ -969,7 +1137,7 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 {
 	struct node *n;
 	char *key = NULL;
-	bool fresh;
+	bool fresh = false;
 	int rc = 0;
 
 	pthread_mutex_lock(&v->lock);
@@ -978,14 +1146,17 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 		rc = -ENOENT;
 	} else {
 		fresh = n->is_dir || n->expires_ms > now_ms();
-		if (fresh)
-			fill_attr(n, out);
-		else if (!(key = key_of(v, n->path)))
+		fill_attr(v, n, out);
+		if (!n->is_dir && !(key = key_of(v, n->path)))
 			rc = -ENOMEM;
 	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc < 0 || !key)
 		return rc;
+	if (staged_attr(v, key, out) || fresh) {
+		free(key);
+		return 0;
+	}
 	rc = revalidate(v, ino, key);
 	free(key);
 	if (rc < 0)
@@ -993,7 +1164,7 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
 	if (n)
-		fill_attr(n, out);
+		fill_attr(v, n, out);
 	else
 		rc = -ENOENT;
 	pthread_mutex_unlock(&v->lock);
@@ -1001,6 +1172,73 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 }
 
 /* ---- directories ---- */
+
+static int on_staged_child(void *ctx, const char *key, const struct wb_stat *st)
+{
+	struct list_ctx *lc = ctx;
+	const char *name = key + lc->dir_len;
+	struct s3_list_entry obj = { .etag = (char *)"" };
+	struct dirent_snap *e;
+	size_t i;
+	int rc;
+
+	if (strchr(name, '/') || !name_ok(name, strlen(name)))
+		return 0; /* deeper: its directory shows as a prefix */
+	for (i = 0; i < lc->n; i++)
+		if (!lc->e[i].is_dir && strcmp(lc->e[i].name, name) == 0)
+			break;
+	if (i == lc->n) {
+		rc = snap_add(lc, name, strlen(name), false, &obj);
+		if (rc < 0)
+			return rc;
+	}
+	e = &lc->e[i];
+	e->size = st->size;
+	if (st->attrs.mtime)
+		e->mtime = st->attrs.mtime;
+	return 0;
+}
+
+/* Files being written show in their directory before S3 has them. */
+static int merge_staged(struct vfs *v, struct list_ctx *lc)
+{
+	size_t n = lc->n;
+	int rc = wb_each_under(v->wb, lc->dir, on_staged_child, lc);
+
+	if (rc == 0 && lc->n != n)
+		snap_finish(lc);
+	return rc;
+}
+
+/*
+ * LIST carries no user metadata, and a file of up to SYMLINK_MAX bytes may
+ * be a symbolic link (s3fs stores a link's target as its body): learn the
+ * attributes of such small files with a HEAD, once per version.
+ */
+static void learn_small(struct vfs *v, struct list_ctx *lc)
+{
+	size_t i;
+
+	for (i = 0; i < lc->n; i++) {
+		struct dirent_snap *e = &lc->e[i];
+		struct found f = { 0 };
+		char *key = NULL;
+
+		if (e->is_dir || e->x.known || e->size == 0 ||
+		    e->size > SYMLINK_MAX || is_offline(v))
+			continue;
+		if (asprintf(&key, "%s%s", lc->dir, e->name) < 0)
+			return;
+		if (resolve_s3(v, key, &f) == 0 && !f.is_dir) {
+			e->x = f.x;
+			e->size = f.size;
+			if (f.etag && set_str(&e->etag, f.etag) < 0)
+				e->x.known = false;
+		}
+		free(f.etag);
+		free(key);
+	}
+}
 
 int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 {
@@ -1015,6 +1253,10 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 	rc = list_dir(v, path, &lc);
 	if (rc < 0)
 		goto out;
+	rc = merge_staged(v, &lc);
+	if (rc < 0)
+		goto out;
+	learn_small(v, &lc);
 	d = calloc(1, sizeof(*d));
 	if (!d) {
 		rc = -ENOMEM;
@@ -1068,8 +1310,9 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 		}
 		/* the snapshot may be older than what an open learnt */
 		if (!e->is_dir && (!n->etag || n->expires_ms <= now_ms()))
-			node_set_attrs(n, e->etag, e->size, e->mtime, exp);
-		fill_attr(n, &a);
+			node_set_attrs(n, e->etag, e->size, e->mtime, exp,
+				       &e->x);
+		fill_attr(v, n, &a);
 		if (fn(ctx, e->name, &a, off + 1) != 0) {
 			if (n->nlookup == 0) {
 				unlink_node(v, n);
@@ -1163,9 +1406,10 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	struct vfs_file *f = NULL;
 	struct node *n;
 	char *path = NULL;
+	bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 	int rc;
 
-	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+	if (writing && v->conf.ro)
 		return -EROFS;
 	rc = path_of(v, ino, 0, &path);
 	if (rc < 0)
@@ -1178,6 +1422,22 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	}
 	pthread_mutex_init(&f->lock, NULL);
 	f->ino = ino;
+	f->flags = flags;
+	if (writing)
+		rc = stage_existing(v, ino, f->key, (flags & O_TRUNC) != 0,
+				    &f->wb);
+	else
+		f->wb = wb_find(v->wb, f->key);
+	if (rc < 0)
+		goto out;
+	if (f->wb) {
+		/* what the kernel cached may predate the staged changes */
+		*keep_cache = false;
+		pthread_mutex_lock(&v->lock);
+		LIST_LINK(v->files, f);
+		pthread_mutex_unlock(&v->lock);
+		goto out;
+	}
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
 	rc = n && n->etag && n->expires_ms > now_ms() ? 1 : 0;
@@ -1224,6 +1484,8 @@ void vfs_release(struct vfs *v, struct vfs_file *f)
 	pthread_mutex_lock(&v->lock);
 	LIST_UNLINK(v->files, f);
 	pthread_mutex_unlock(&v->lock);
+	if (f->wb)
+		wb_put(v->wb, f->wb);
 	file_free(f);
 }
 
@@ -1542,6 +1804,13 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size,
 	int rc = 0;
 
 	STAT_ADD(v, reads, 1);
+	if (f->wb) {
+		ssize_t n = wb_read(v->wb, f->wb, buf, size, off);
+
+		if (n > 0)
+			STAT_ADD(v, bytes_read, (uint64_t)n);
+		return n;
+	}
 	if (off >= f->size || size == 0)
 		return 0;
 	end = f->size - off < size ? f->size : off + size;
@@ -1648,6 +1917,30 @@ int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
 		}
 		v->n_threads++;
 	}
+	{
+		struct wb_conf wc = {
+			.dir = conf->cache_dir,
+			.endpoint = v->conf.endpoint,
+			.bucket = v->conf.bucket,
+			.chunk_size = conf->chunk_size,
+			.part_size =
+				conf->part_size ? conf->part_size : (16u << 20),
+			.multipart_threshold =
+				conf->multipart_threshold
+					? conf->multipart_threshold
+					: (64u << 20),
+			.meta_ttl_ms = conf->meta_ttl_ms,
+			.fill = fill_base,
+			.done = on_uploaded,
+			.ctx = v,
+		};
+
+		rc = wb_open(&wc, s, m, c, &v->wb);
+		if (rc < 0) {
+			vfs_free(v);
+			return rc;
+		}
+	}
 	*out = v;
 	return 0;
 }
@@ -1658,6 +1951,18 @@ void vfs_free(struct vfs *v)
 
 	if (!v)
 		return;
+	/* handles the kernel never released give their references back */
+	pthread_mutex_lock(&v->lock);
+	for (struct vfs_file *f = v->files; f; f = f->next) {
+		if (f->wb) {
+			wb_put(v->wb, f->wb);
+			f->wb = NULL;
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+	/* pending uploads get one more try, with the read path still up */
+	wb_close(v->wb);
+	v->wb = NULL;
 	pthread_mutex_lock(&v->lock);
 	v->stopping = true;
 	pthread_cond_broadcast(&v->queue_cond);
@@ -1695,4 +2000,1102 @@ void vfs_free(struct vfs *v)
 	pthread_cond_destroy(&v->queue_cond);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
+}
+
+/* ---- changes: writes, names, attributes ---- */
+
+/* The node at @path (below the prefix), or NULL.  Under v->lock. */
+static struct node *node_by_path_locked(struct vfs *v, const char *path)
+{
+	struct node *n = node_by_ino(v, VFS_ROOT_INO);
+	const char *p = path, *slash;
+	char seg[VFS_NAME_MAX + 1];
+
+	while (n && *p) {
+		size_t len;
+
+		slash = strchr(p, '/');
+		len = slash ? (size_t)(slash - p) : strlen(p);
+		if (len > VFS_NAME_MAX)
+			return NULL;
+		memcpy(seg, p, len);
+		seg[len] = '\0';
+		n = node_by_name(v, n->ino, seg);
+		p += len;
+		if (*p == '/')
+			p++;
+	}
+	return n;
+}
+
+/* Take @n out of the name table: its name now means something else; the
+ * kernel may still hold its number.  Under v->lock. */
+static void node_detach_locked(struct vfs *v, struct node *n)
+{
+	struct node **p;
+
+	if (n->ino == VFS_ROOT_INO)
+		return;
+	if (n->nlookup == 0) {
+		unlink_node(v, n);
+		node_free(n);
+		return;
+	}
+	p = &v->by_name[hash_name(n->parent, n->name) & (v->n_buckets - 1)];
+	while (*p && *p != n)
+		p = &(*p)->next_name;
+	if (*p)
+		*p = n->next_name;
+	n->next_name = NULL;
+	n->parent = 0; /* never matches a name again */
+	v->by_name[hash_name(0, n->name) & (v->n_buckets - 1)] = n;
+}
+
+/* The path below the prefix of @key, or NULL when it is outside. */
+static const char *path_of_key(const struct vfs *v, const char *key)
+{
+	size_t plen = strlen(v->conf.prefix);
+
+	return strncmp(key, v->conf.prefix, plen) == 0 ? key + plen : NULL;
+}
+
+/* Upcall of the writeback: an upload finished; show its version. */
+static void on_uploaded(void *ctx, const struct wb_result *r)
+{
+	struct vfs *v = ctx;
+	const char *path = path_of_key(v, r->key);
+	struct xattrs x = {
+		.known = true,
+		.mode = r->attrs.mode,
+		.uid = r->attrs.uid,
+		.gid = r->attrs.gid,
+		.mtime = r->attrs.mtime,
+	};
+	struct node *n;
+
+	if (!path)
+		return;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_path_locked(v, path);
+	if (n && !n->is_dir) {
+		node_set_attrs(n, r->etag, r->size, r->mtime,
+			       now_ms() + (int64_t)v->conf.meta_ttl_ms, &x);
+		/* the kernel's pages came through this mount's writes */
+		set_str(&n->opened_etag, r->etag);
+	}
+	pthread_mutex_unlock(&v->lock);
+}
+
+static int read_chunk(struct vfs *v, struct vfs_file *f, uint64_t index,
+		      uint64_t off, char *out, size_t len);
+
+/* Upcall of the writeback: bytes of a base version, through the cache. */
+static int fill_base(void *ctx, const char *key, const char *etag,
+		     uint64_t size, uint64_t off, void *buf, size_t len)
+{
+	struct vfs *v = ctx;
+	struct vfs_file f = {
+		.key = (char *)key,
+		.etag = (char *)etag,
+		.size = size,
+	};
+	uint64_t cs = v->conf.chunk_size, pos, end = off + len;
+	int rc = 0;
+
+	if (end > size)
+		return -EIO;
+	for (pos = off; rc == 0 && pos < end;) {
+		uint64_t index = chunk_index_of(pos, cs), in = pos - index * cs;
+		uint64_t n = cs - in < end - pos ? cs - in : end - pos;
+
+		rc = read_chunk(v, &f, index, in, (char *)buf + (pos - off),
+				(size_t)n);
+		pos += n;
+	}
+	return rc;
+}
+
+/* Show a staged file's size and attributes in @a. */
+static void overlay_staged(const struct wb_stat *st, struct vfs_attr *a)
+{
+	a->size = st->size;
+	if (st->attrs.mtime)
+		a->mtime = st->attrs.mtime;
+	if (st->attrs.mode)
+		a->mode = S_IFREG | (st->attrs.mode & 07777);
+	if (st->attrs.uid != UINT32_MAX)
+		a->uid = st->attrs.uid;
+	if (st->attrs.gid != UINT32_MAX)
+		a->gid = st->attrs.gid;
+}
+
+/* When @key is staged, overlay its state on @a; true if it was. */
+static bool staged_attr(struct vfs *v, const char *key, struct vfs_attr *a)
+{
+	struct wb_file *wf = wb_find(v->wb, key);
+	struct wb_stat st;
+
+	if (!wf)
+		return false;
+	wb_stat(v->wb, wf, &st);
+	wb_put(v->wb, wf);
+	overlay_staged(&st, a);
+	return true;
+}
+
+/* Key of @name in directory @parent; *node_out (may be NULL) the parent's
+ * path.  0, -ENOENT, -ENOTDIR, -ENOMEM, -ENAMETOOLONG. */
+static int child_key(struct vfs *v, uint64_t parent, const char *name,
+		     char **key, char **dir_key)
+{
+	char *path = NULL, *dir = NULL;
+	size_t len = strlen(name);
+	int rc;
+
+	if (len > VFS_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (!name_ok(name, len))
+		return -EINVAL;
+	rc = path_of(v, parent, 1, &path);
+	if (rc < 0)
+		return rc;
+	dir = dir_prefix_of(v, path);
+	free(path);
+	if (!dir)
+		return -ENOMEM;
+	if (asprintf(key, "%s%s", dir, name) < 0) {
+		free(dir);
+		return -ENOMEM;
+	}
+	if (dir_key)
+		*dir_key = dir;
+	else
+		free(dir);
+	return 0;
+}
+
+/* Fill @out for @name in @parent after a change: a node with one more
+ * lookup.  Under no lock. */
+static int new_entry(struct vfs *v, uint64_t parent, const char *name,
+		     bool is_dir, const char *etag, uint64_t size,
+		     const struct xattrs *x, struct vfs_attr *out)
+{
+	struct node *p, *n;
+	int rc = 0;
+
+	pthread_mutex_lock(&v->lock);
+	p = node_by_ino(v, parent);
+	n = p ? node_get(v, p, name, is_dir) : NULL;
+	if (!n) {
+		rc = p ? -ENOMEM : -ENOENT;
+	} else {
+		if (!is_dir)
+			node_set_attrs(n, etag, size, time(NULL),
+				       now_ms() + (int64_t)v->conf.meta_ttl_ms,
+				       x);
+		else if (x)
+			n->x = *x;
+		n->nlookup++;
+		fill_attr(v, n, out);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return rc;
+}
+
+static void put_meta(struct s3_meta *m, char (*val)[24], size_t *n,
+		     const char *name, long long value)
+{
+	snprintf(val[*n], sizeof(val[*n]), "%lld", value);
+	m[*n].name = (char *)name;
+	m[*n].value = val[*n];
+	(*n)++;
+}
+
+/* PUT a small object @key with @data and attributes @x. */
+static int put_small(struct vfs *v, const char *key, const void *data,
+		     size_t len, const struct xattrs *x,
+		     const char *content_type, char **etag)
+{
+	struct s3_meta m[4];
+	char val[4][24];
+	struct s3_put_opts opts = { .meta = m, .content_type = content_type };
+	struct s3_body body = { .data = data, .fd = -1, .len = len };
+	int rc;
+
+	put_meta(m, val, &opts.n_meta, "mode", x->mode);
+	put_meta(m, val, &opts.n_meta, "uid", x->uid);
+	put_meta(m, val, &opts.n_meta, "gid", x->gid);
+	put_meta(m, val, &opts.n_meta, "mtime", x->mtime);
+	rc = s3_put(v->s3, key, &body, &opts, etag);
+	note_s3(v, rc);
+	return rc;
+}
+
+static int to_user_errno(int rc)
+{
+	if (rc >= 0)
+		return rc;
+	if (unavailable(rc) || rc == -EREMOTE || rc == -ESTALE)
+		return -EIO;
+	return rc;
+}
+
+int vfs_create(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
+	       int flags, uint32_t uid, uint32_t gid, struct vfs_attr *out,
+	       struct vfs_file **fout)
+{
+	struct wb_attrs wa = {
+		.mode = S_IFREG | (mode & 07777),
+		.uid = uid,
+		.gid = gid,
+		.mtime = time(NULL),
+	};
+	struct xattrs x = { .known = true,
+			    .mode = wa.mode,
+			    .uid = uid,
+			    .gid = gid,
+			    .mtime = wa.mtime };
+	struct vfs_file *f = NULL;
+	char *key = NULL;
+	int rc;
+
+	if (v->conf.ro)
+		return -EROFS;
+	rc = child_key(v, parent, name, &key, NULL);
+	if (rc < 0)
+		return rc == -EINVAL ? -EPERM : rc;
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_init(&f->lock, NULL);
+	f->key = key;
+	key = NULL;
+	f->flags = flags;
+	rc = wb_stage(v->wb, f->key, NULL, 0, &wa, true, &f->wb);
+	if (rc < 0)
+		goto out;
+	meta_negative_delete(v->meta, f->key);
+	rc = new_entry(v, parent, name, false, NULL, 0, &x, out);
+	if (rc < 0)
+		goto out;
+	f->ino = out->ino;
+	pthread_mutex_lock(&v->lock);
+	LIST_LINK(v->files, f);
+	pthread_mutex_unlock(&v->lock);
+	*fout = f;
+	f = NULL;
+out:
+	if (f) {
+		if (f->wb) {
+			wb_discard(v->wb, f->wb);
+			wb_put(v->wb, f->wb);
+		}
+		file_free(f);
+	}
+	free(key);
+	return rc;
+}
+
+ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf,
+		  size_t size, uint64_t off)
+{
+	struct wb_stat st;
+
+	if (!f->wb)
+		return -EBADF;
+	if (f->flags & O_APPEND) {
+		wb_stat(v->wb, f->wb, &st);
+		off = st.size;
+	}
+	return wb_write(v->wb, f->wb, buf, size, off);
+}
+
+int vfs_flush(struct vfs *v, struct vfs_file *f)
+{
+	if (!f->wb)
+		return 0;
+	return to_user_errno(wb_flush(v->wb, f->wb));
+}
+
+/* The staged file of @key, staging it on the current version first. */
+static int stage_existing(struct vfs *v, uint64_t ino, const char *key,
+			  bool truncate, struct wb_file **out)
+{
+	struct wb_attrs wa = { .uid = UINT32_MAX, .gid = UINT32_MAX };
+	char *etag = NULL;
+	uint64_t size = 0;
+	struct node *n;
+	int rc;
+
+	*out = wb_find(v->wb, key);
+	if (*out) {
+		rc = truncate ? wb_truncate(v->wb, *out, 0) : 0;
+		if (rc < 0) {
+			wb_put(v->wb, *out);
+			*out = NULL;
+		}
+		return rc;
+	}
+	rc = revalidate(v, ino, key);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (!n || !n->etag) {
+		rc = -ENOENT;
+	} else {
+		size = n->size;
+		if (!(etag = strdup(n->etag)))
+			rc = -ENOMEM;
+		if (n->x.known) {
+			wa.mode = n->x.mode;
+			wa.uid = n->x.uid;
+			wa.gid = n->x.gid;
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0)
+		rc = wb_stage(v->wb, key, etag, size, &wa, truncate, out);
+	free(etag);
+	return rc;
+}
+
+struct vfs_setattr {
+	unsigned mask; /* VFS_SET_* */
+	uint64_t size;
+	struct wb_attrs a;
+};
+_Static_assert(VFS_SET_MODE == WB_SET_MODE && VFS_SET_UID == WB_SET_UID &&
+		       VFS_SET_GID == WB_SET_GID &&
+		       VFS_SET_MTIME == WB_SET_MTIME,
+	       "vfs and writeback masks agree");
+
+/* Rewrite the attributes of object @key in place (CopyObject onto itself
+ * with new metadata).  Under no lock. */
+static int copy_attrs(struct vfs *v, uint64_t ino, const char *key, bool is_dir,
+		      const struct vfs_setattr *sa, struct xattrs *x_out)
+{
+	struct s3_object_info info = { 0 };
+	struct s3_meta m[4];
+	char val[4][24];
+	struct s3_copy_opts opts = { .replace_meta = true, .meta = m };
+	struct xattrs x;
+	struct meta_object o = { 0 };
+	char *etag = NULL, *dkey = NULL;
+	int64_t t = now_ms();
+	int rc;
+
+	if (is_dir && asprintf(&dkey, "%s/", key) < 0)
+		return -ENOMEM;
+	rc = s3_head(v->s3, dkey ? dkey : key, &info);
+	if (rc == -ENOENT && is_dir) {
+		memset(&info, 0, sizeof(info));
+		rc = 0; /* an implicit directory: give it a marker */
+	}
+	if (rc < 0)
+		goto out;
+	xattrs_from_info(&x, &info);
+	if (!x.mode)
+		x.mode = is_dir ? (S_IFDIR | 0755) : (S_IFREG | 0644);
+	if (x.uid == UINT32_MAX)
+		x.uid = v->conf.uid;
+	if (x.gid == UINT32_MAX)
+		x.gid = v->conf.gid;
+	if (!x.mtime)
+		x.mtime = info.mtime ? info.mtime : time(NULL);
+	if (sa->mask & WB_SET_MODE)
+		x.mode = (x.mode & S_IFMT) | (sa->a.mode & 07777);
+	if (sa->mask & WB_SET_UID)
+		x.uid = sa->a.uid;
+	if (sa->mask & WB_SET_GID)
+		x.gid = sa->a.gid;
+	if (sa->mask & WB_SET_MTIME)
+		x.mtime = sa->a.mtime;
+	if (is_dir) {
+		rc = put_small(v, dkey, "", 0, &x, "application/x-directory",
+			       &etag);
+		goto done;
+	}
+	put_meta(m, val, &opts.n_meta, "mode", x.mode);
+	put_meta(m, val, &opts.n_meta, "uid", x.uid);
+	put_meta(m, val, &opts.n_meta, "gid", x.gid);
+	put_meta(m, val, &opts.n_meta, "mtime", x.mtime);
+	opts.content_type = info.content_type;
+	opts.if_match = info.etag;
+	rc = s3_copy(v->s3, key, key, &opts, &etag);
+	note_s3(v, rc);
+	if (rc < 0)
+		goto out;
+	o.key = (char *)key;
+	o.etag = etag;
+	o.size = info.size;
+	o.mtime = t / 1000;
+	o.checked_ms = t;
+	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	xattrs_to_object(&o, &x);
+	meta_object_put(v->meta, &o);
+	/* same bytes, new ETag: the cached chunks are of the old one */
+	cache_drop_object(v->cache, key, etag);
+	pthread_mutex_lock(&v->lock);
+	{
+		struct node *n = node_by_ino(v, ino);
+
+		if (n)
+			node_set_attrs(n, etag, info.size, o.mtime,
+				       o.expires_ms, &x);
+	}
+	pthread_mutex_unlock(&v->lock);
+done:
+	if (rc == 0)
+		*x_out = x;
+out:
+	s3_object_info_release(&info);
+	free(etag);
+	free(dkey);
+	return rc;
+}
+
+int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
+		uint64_t size, uint32_t mode, uint32_t uid, uint32_t gid,
+		int64_t mtime, struct vfs_attr *out)
+{
+	struct vfs_setattr sa = {
+		.mask = mask,
+		.size = size,
+		.a = { .mode = mode, .uid = uid, .gid = gid, .mtime = mtime },
+	};
+	struct wb_file *wf = NULL;
+	struct xattrs x;
+	bool is_dir = false;
+	char *path = NULL, *key = NULL;
+	struct node *n;
+	int rc;
+
+	if (v->conf.ro)
+		return -EROFS;
+	rc = path_of(v, ino, -1, &path);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	is_dir = n && n->is_dir;
+	pthread_mutex_unlock(&v->lock);
+	if (is_dir && (mask & VFS_SET_SIZE)) {
+		rc = -EISDIR;
+		goto out;
+	}
+	if (is_dir && ino == VFS_ROOT_INO) {
+		rc = -EPERM; /* the bucket itself has no attributes */
+		goto out;
+	}
+	key = key_of(v, path);
+	if (!key) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (is_dir) {
+		rc = copy_attrs(v, ino, key, true, &sa, &x);
+		if (rc == 0) {
+			pthread_mutex_lock(&v->lock);
+			n = node_by_ino(v, ino);
+			if (n)
+				n->x = x;
+			pthread_mutex_unlock(&v->lock);
+		}
+		goto out;
+	}
+	if (f && f->wb) {
+		wf = f->wb;
+		f->wb = NULL; /* borrowed back below */
+	} else {
+		wf = wb_find(v->wb, key);
+	}
+	if (!wf && (mask & VFS_SET_SIZE))
+		rc = stage_existing(v, ino, key, size == 0, &wf);
+	if (rc == 0 && wf) {
+		if (mask & VFS_SET_SIZE)
+			rc = wb_truncate(v->wb, wf, size);
+		if (rc == 0 && (mask & ~VFS_SET_SIZE))
+			wb_set_attrs(v->wb, wf, &sa.a, mask & ~VFS_SET_SIZE);
+		/* no close will follow a change by path: send it now */
+		if (rc == 0 && !f)
+			rc = wb_flush(v->wb, wf);
+	} else if (rc == 0) {
+		rc = copy_attrs(v, ino, key, false, &sa, &x);
+	}
+	if (f && !f->wb)
+		f->wb = wf;
+	else if (wf)
+		wb_put(v->wb, wf);
+out:
+	free(path);
+	free(key);
+	if (rc < 0)
+		return to_user_errno(rc);
+	return vfs_getattr(v, ino, out);
+}
+
+int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
+{
+	struct wb_file *wf;
+	char *key = NULL, *dir = NULL;
+	struct node *p, *n;
+	int rc;
+
+	if (v->conf.ro)
+		return -EROFS;
+	rc = child_key(v, parent, name, &key, &dir);
+	if (rc < 0)
+		return rc == -EINVAL ? -ENOENT : rc;
+	wf = wb_find(v->wb, key);
+	if (wf) {
+		wb_discard(v->wb, wf);
+		wb_put(v->wb, wf);
+	}
+	rc = s3_delete(v->s3, key);
+	note_s3(v, rc);
+	if (rc < 0 && rc != -ENOENT)
+		goto out;
+	rc = 0;
+	meta_object_delete(v->meta, key);
+	meta_entry_remove(v->meta, dir, name);
+	meta_negative_put(v->meta, key,
+			  now_ms() + (int64_t)v->conf.negative_ttl_ms);
+	cache_drop_object(v->cache, key, NULL);
+	pthread_mutex_lock(&v->lock);
+	p = node_by_ino(v, parent);
+	n = p ? node_by_name(v, p->ino, name) : NULL;
+	if (n && !n->is_dir)
+		node_detach_locked(v, n);
+	pthread_mutex_unlock(&v->lock);
+out:
+	free(key);
+	free(dir);
+	return to_user_errno(rc);
+}
+
+int vfs_mkdir(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
+	      uint32_t uid, uint32_t gid, struct vfs_attr *out)
+{
+	struct xattrs x = {
+		.known = true,
+		.mode = S_IFDIR | (mode & 07777),
+		.uid = uid,
+		.gid = gid,
+		.mtime = time(NULL),
+	};
+	char *key = NULL, *dir = NULL, *marker = NULL, *etag = NULL;
+	int64_t t = now_ms();
+	int rc;
+
+	if (v->conf.ro)
+		return -EROFS;
+	rc = child_key(v, parent, name, &key, &dir);
+	if (rc < 0)
+		return rc == -EINVAL ? -EPERM : rc;
+	if (asprintf(&marker, "%s/", key) < 0) {
+		marker = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = put_small(v, marker, "", 0, &x, "application/x-directory", &etag);
+	if (rc < 0)
+		goto out;
+	meta_negative_delete(v->meta, key);
+	meta_entry_add(v->meta, dir, name, true);
+	/* an empty listing, fresh: listing it costs no request */
+	meta_listing_put(v->meta, marker, t, t + (int64_t)v->conf.meta_ttl_ms,
+			 NULL, 0);
+	rc = new_entry(v, parent, name, true, NULL, 0, &x, out);
+out:
+	free(key);
+	free(dir);
+	free(marker);
+	free(etag);
+	return to_user_errno(rc);
+}
+
+static int note_staged(void *ctx, const char *key, const struct wb_stat *st)
+{
+	(void)key;
+	(void)st;
+	*(bool *)ctx = true;
+	return 1;
+}
+
+/* -ENOTEMPTY when anything is below directory prefix @dir (its own marker
+ * aside), staged files included; 0 when empty. */
+static int dir_empty(struct vfs *v, const char *dir)
+{
+	struct s3_list_page page = { 0 };
+	bool staged = false;
+	size_t i;
+	int rc;
+
+	wb_each_under(v->wb, dir, note_staged, &staged);
+	if (staged)
+		return -ENOTEMPTY;
+	rc = s3_list_page(v->s3, dir, "/", NULL, 2, &page);
+	note_s3(v, rc);
+	if (rc < 0)
+		return rc;
+	if (page.n_prefixes > 0)
+		rc = -ENOTEMPTY;
+	for (i = 0; i < page.n_entries; i++)
+		if (strcmp(page.entries[i].key, dir) != 0)
+			rc = -ENOTEMPTY;
+	s3_list_page_release(&page);
+	return rc;
+}
+
+int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name)
+{
+	char *key = NULL, *dir = NULL, *marker = NULL;
+	struct node *p, *n;
+	int rc;
+
+	if (v->conf.ro)
+		return -EROFS;
+	rc = child_key(v, parent, name, &key, &dir);
+	if (rc < 0)
+		return rc == -EINVAL ? -ENOENT : rc;
+	if (asprintf(&marker, "%s/", key) < 0) {
+		marker = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = dir_empty(v, marker);
+	if (rc < 0)
+		goto out;
+	rc = s3_delete(v->s3, marker);
+	note_s3(v, rc);
+	if (rc < 0 && rc != -ENOENT)
+		goto out;
+	rc = 0;
+	meta_forget_prefix(v->meta, marker);
+	meta_entry_remove(v->meta, dir, name);
+	meta_negative_put(v->meta, key,
+			  now_ms() + (int64_t)v->conf.negative_ttl_ms);
+	pthread_mutex_lock(&v->lock);
+	p = node_by_ino(v, parent);
+	n = p ? node_by_name(v, p->ino, name) : NULL;
+	if (n && n->is_dir)
+		node_detach_locked(v, n);
+	pthread_mutex_unlock(&v->lock);
+out:
+	free(key);
+	free(dir);
+	free(marker);
+	return to_user_errno(rc);
+}
+
+int vfs_symlink(struct vfs *v, uint64_t parent, const char *name,
+		const char *target, uint32_t uid, uint32_t gid,
+		struct vfs_attr *out)
+{
+	struct xattrs x = {
+		.known = true,
+		.mode = S_IFLNK | 0777,
+		.uid = uid,
+		.gid = gid,
+		.mtime = time(NULL),
+	};
+	struct meta_object o = { 0 };
+	char *key = NULL, *dir = NULL, *etag = NULL;
+	size_t len = strlen(target);
+	int64_t t = now_ms();
+	int rc;
+
+	if (v->conf.ro)
+		return -EROFS;
+	if (len == 0 || len > SYMLINK_MAX)
+		return len ? -ENAMETOOLONG : -ENOENT;
+	rc = child_key(v, parent, name, &key, &dir);
+	if (rc < 0)
+		return rc == -EINVAL ? -EPERM : rc;
+	rc = put_small(v, key, target, len, &x, NULL, &etag);
+	if (rc < 0)
+		goto out;
+	o.key = key;
+	o.etag = etag;
+	o.size = len;
+	o.mtime = t / 1000;
+	o.checked_ms = t;
+	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	xattrs_to_object(&o, &x);
+	meta_object_put(v->meta, &o);
+	meta_entry_add(v->meta, dir, name, false);
+	rc = new_entry(v, parent, name, false, etag, len, &x, out);
+out:
+	free(key);
+	free(dir);
+	free(etag);
+	return to_user_errno(rc);
+}
+
+int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t size)
+{
+	struct vfs_file f = { 0 };
+	struct node *n;
+	char *path = NULL;
+	int rc;
+
+	rc = path_of(v, ino, 0, &path);
+	if (rc < 0)
+		return rc == -EISDIR ? -EINVAL : rc;
+	f.key = key_of(v, path);
+	free(path);
+	if (!f.key)
+		return -ENOMEM;
+	rc = revalidate(v, ino, f.key);
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (rc < 0) {
+		/* keep rc */
+	} else if (!n || !n->etag || !n->x.known || !S_ISLNK(n->x.mode) ||
+		   n->size == 0 || n->size > SYMLINK_MAX) {
+		rc = -EINVAL;
+	} else {
+		f.size = n->size;
+		if (!(f.etag = strdup(n->etag)))
+			rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0 && f.size >= size)
+		rc = -ENAMETOOLONG;
+	if (rc == 0)
+		rc = fill_base(v, f.key, f.etag, f.size, 0, buf,
+			       (size_t)f.size);
+	if (rc == 0)
+		buf[f.size] = '\0';
+	free(f.key);
+	free(f.etag);
+	return to_user_errno(rc);
+}
+
+#define COPY_MAX (5ull << 30)	 /* CopyObject's limit */
+#define COPY_PART (512ull << 20) /* parts of a larger copy */
+
+/* Server-side copy of @src (@size bytes, @etag) to @dst, metadata kept:
+ * one CopyObject, or a multipart copy above 5 GiB. */
+static int copy_object(struct vfs *v, const char *src, const char *dst,
+		       const char *etag, uint64_t size, char **etag_out)
+{
+	struct s3_copy_opts co = { .if_match = etag };
+	struct s3_object_info info = { 0 };
+	struct s3_put_opts po = { 0 };
+	char **etags = NULL, *upload_id = NULL;
+	unsigned n_parts, i;
+	int rc;
+
+	if (size <= COPY_MAX) {
+		rc = s3_copy(v->s3, src, dst, &co, etag_out);
+		note_s3(v, rc);
+		return rc;
+	}
+	rc = s3_head(v->s3, src, &info);
+	if (rc < 0)
+		return rc;
+	po.content_type = info.content_type;
+	po.meta = info.meta;
+	po.n_meta = info.n_meta;
+	n_parts = (unsigned)((size + COPY_PART - 1) / COPY_PART);
+	etags = calloc(n_parts, sizeof(*etags));
+	if (!etags) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = s3_mpu_create(v->s3, dst, &po, &upload_id);
+	for (i = 0; rc == 0 && i < n_parts; i++) {
+		uint64_t a = (uint64_t)i * COPY_PART;
+		uint64_t len = size - a < COPY_PART ? size - a : COPY_PART;
+
+		rc = s3_mpu_copy_part(v->s3, dst, upload_id, i + 1, src, etag,
+				      a, len, &etags[i]);
+	}
+	if (rc == 0)
+		rc = s3_mpu_complete(v->s3, dst, upload_id, etags, n_parts,
+				     etag_out);
+	else if (upload_id)
+		s3_mpu_abort(v->s3, dst, upload_id);
+out:
+	for (i = 0; etags && i < n_parts; i++)
+		free(etags[i]);
+	free(etags);
+	free(upload_id);
+	s3_object_info_release(&info);
+	note_s3(v, rc);
+	return rc;
+}
+
+/* Give node @n (under v->lock) the name @name in @parent, and fix the
+ * paths of everything below it. */
+static int node_move_locked(struct vfs *v, struct node *n, struct node *parent,
+			    const char *name)
+{
+	char *old_path = n->path, *nm = strdup(name);
+	char *np = join_path(parent->path, name);
+	size_t olen = strlen(old_path), i;
+
+	if (!nm || !np) {
+		free(nm);
+		free(np);
+		return -ENOMEM;
+	}
+	unlink_node(v, n);
+	free(n->name);
+	n->name = nm;
+	n->path = np;
+	n->parent = parent->ino;
+	link_node(v, n);
+	v->n_nodes++;
+	if (n->is_dir) {
+		for (i = 0; i < v->n_buckets; i++) {
+			struct node *c;
+
+			for (c = v->by_ino[i]; c; c = c->next_ino) {
+				char *p;
+
+				if (c == n ||
+				    strncmp(c->path, old_path, olen) ||
+				    c->path[olen] != '/')
+					continue;
+				if (asprintf(&p, "%s%s", np, c->path + olen) <
+				    0)
+					continue;
+				free(c->path);
+				c->path = p;
+			}
+		}
+	}
+	free(old_path);
+	return 0;
+}
+
+struct move_ctx {
+	struct vfs *v;
+	const char *src, *dst; /* prefixes ending in '/' */
+	size_t src_len;
+	int rc;
+};
+
+static int on_move_page(void *ctx, const struct s3_list_page *p)
+{
+	struct move_ctx *mc = ctx;
+	size_t i;
+
+	for (i = 0; i < p->n_entries; i++) {
+		const struct s3_list_entry *e = &p->entries[i];
+		char *to = NULL, *etag = NULL;
+		int rc;
+
+		if (asprintf(&to, "%s%s", mc->dst, e->key + mc->src_len) < 0)
+			return -ENOMEM;
+		rc = copy_object(mc->v, e->key, to, e->etag, e->size, &etag);
+		if (rc == 0) {
+			rc = s3_delete(mc->v->s3, e->key);
+			note_s3(mc->v, rc);
+		}
+		cache_drop_object(mc->v->cache, e->key, NULL);
+		free(to);
+		free(etag);
+		if (rc < 0) {
+			log_warn("rename: moving '%s' failed: %s; the keys "
+				 "moved so far stay moved",
+				 e->key, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* Move every key below prefix @src to prefix @dst (not atomic). */
+static int move_tree(struct vfs *v, const char *src, const char *dst)
+{
+	struct move_ctx mc = {
+		.v = v, .src = src, .dst = dst, .src_len = strlen(src)
+	};
+	int rc;
+
+	rc = wb_flush_under(v->wb, src);
+	if (rc < 0)
+		return rc;
+	/* a listing taken page by page while keys leave it: start over
+	 * until nothing is left */
+	do {
+		bool any = false;
+
+		rc = s3_list_all(v->s3, src, NULL, on_any, &any);
+		note_s3(v, rc);
+		if (rc < 0 || !any)
+			break;
+		rc = s3_list_all(v->s3, src, NULL, on_move_page, &mc);
+	} while (rc == 0);
+	return rc;
+}
+
+/* What @key is: 1 directory, 0 file (with etag and size), -ENOENT. */
+static int kind_of(struct vfs *v, uint64_t parent, const char *name,
+		   char **etag, uint64_t *size)
+{
+	struct vfs_attr a;
+	struct node *n;
+	int rc;
+
+	rc = vfs_lookup(v, parent, name, &a);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, a.ino);
+	if (n && !n->is_dir && etag && n->etag)
+		*etag = strdup(n->etag);
+	if (size)
+		*size = a.size;
+	pthread_mutex_unlock(&v->lock);
+	vfs_forget(v, a.ino, 1);
+	return a.is_dir ? 1 : 0;
+}
+
+int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
+	       uint64_t newparent, const char *newname, unsigned flags)
+{
+	char *src = NULL, *dst = NULL, *sdir = NULL, *ddir = NULL;
+	char *etag = NULL, *new_etag = NULL, *sp = NULL, *dp = NULL;
+	struct wb_file *wf = NULL;
+	uint64_t size = 0;
+	struct node *p, *np, *n, *old;
+	int skind, dkind, rc;
+
+	if (v->conf.ro)
+		return -EROFS;
+	if (flags & ~1u) /* RENAME_NOREPLACE only */
+		return -EINVAL;
+	rc = child_key(v, parent, name, &src, &sdir);
+	if (rc == 0)
+		rc = child_key(v, newparent, newname, &dst, &ddir);
+	if (rc < 0)
+		goto out;
+	skind = kind_of(v, parent, name, &etag, &size);
+	if (skind < 0) {
+		rc = skind;
+		goto out;
+	}
+	dkind = kind_of(v, newparent, newname, NULL, NULL);
+	if (dkind >= 0 && (flags & 1u)) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if (dkind < 0 && dkind != -ENOENT) {
+		rc = dkind;
+		goto out;
+	}
+	if (strcmp(src, dst) == 0)
+		goto out;
+	if (skind == 0) {
+		if (dkind == 1) {
+			rc = -EISDIR;
+			goto out;
+		}
+		wf = wb_find(v->wb, src);
+		if (wf) {
+			rc = wb_rename(v->wb, wf, dst);
+		} else {
+			struct wb_file *dw = wb_find(v->wb, dst);
+
+			if (dw) {
+				wb_discard(v->wb, dw);
+				wb_put(v->wb, dw);
+			}
+			rc = etag ? copy_object(v, src, dst, etag, size,
+						&new_etag)
+				  : -EIO;
+		}
+		if (rc == 0) {
+			rc = s3_delete(v->s3, src);
+			note_s3(v, rc);
+			if (rc == -ENOENT)
+				rc = 0;
+		}
+		if (rc < 0)
+			goto out;
+		if (new_etag) {
+			struct meta_object o = { 0 };
+
+			/* the copy carries the source's attributes */
+			if (meta_object_get(v->meta, src, &o) == 0) {
+				int64_t t = now_ms();
+
+				free(o.key);
+				o.key = strdup(dst);
+				free(o.etag);
+				o.etag = strdup(new_etag);
+				o.checked_ms = t;
+				o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+				if (o.key && o.etag)
+					meta_object_put(v->meta, &o);
+			}
+			meta_object_release(&o);
+			meta_entry_add(v->meta, ddir, newname, false);
+		}
+		meta_object_delete(v->meta, src);
+		cache_drop_object(v->cache, src, NULL);
+		cache_drop_object(v->cache, dst, new_etag);
+	} else {
+		if (dkind == 0) {
+			rc = -ENOTDIR;
+			goto out;
+		}
+		if (asprintf(&sp, "%s/", src) < 0 ||
+		    asprintf(&dp, "%s/", dst) < 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		if (strncmp(dp, sp, strlen(sp)) == 0) {
+			rc = -EINVAL; /* into itself */
+			goto out;
+		}
+		if (dkind == 1) {
+			rc = dir_empty(v, dp);
+			if (rc < 0)
+				goto out;
+		}
+		rc = move_tree(v, sp, dp);
+		meta_forget_prefix(v->meta, sp);
+		meta_forget_prefix(v->meta, dp);
+		if (rc < 0)
+			goto out;
+		meta_entry_add(v->meta, ddir, newname, true);
+	}
+	meta_entry_remove(v->meta, sdir, name);
+	meta_negative_put(v->meta, src,
+			  now_ms() + (int64_t)v->conf.negative_ttl_ms);
+	meta_negative_delete(v->meta, dst);
+	pthread_mutex_lock(&v->lock);
+	p = node_by_ino(v, parent);
+	np = node_by_ino(v, newparent);
+	n = p ? node_by_name(v, p->ino, name) : NULL;
+	old = np ? node_by_name(v, np->ino, newname) : NULL;
+	if (old && old != n)
+		node_detach_locked(v, old);
+	if (n && np)
+		node_move_locked(v, n, np, newname);
+	if (n && !n->is_dir && new_etag) {
+		set_str(&n->etag, new_etag);
+		n->expires_ms = now_ms() + (int64_t)v->conf.meta_ttl_ms;
+	}
+	pthread_mutex_unlock(&v->lock);
+out:
+	if (wf)
+		wb_put(v->wb, wf);
+	free(src);
+	free(dst);
+	free(sdir);
+	free(ddir);
+	free(etag);
+	free(new_etag);
+	free(sp);
+	free(dp);
+	return to_user_errno(rc);
 }

@@ -1,0 +1,1374 @@
+/*
+ * writeback.c - staging files, uploads, and their resumption after a crash.
+ *
+ * struct wb_file is one staged key.  Its bytes are in the staging file for
+ * the chunks whose bit is set in row.local; every other chunk reads as the
+ * base version below row.base_size and as zeros above it.  A write first
+ * makes each chunk it touches local (reserving its room in the cache and,
+ * unless the write covers it, copying the base's bytes in), records the
+ * bitmap in the store, and only then writes and returns.
+ *
+ * The row is created at the first change (write, truncate, attributes) or
+ * at once for a new or truncated file, so an open that changes nothing
+ * leaves nothing to resume.  gen counts changes, clean_gen is the gen the
+ * bucket has: the file is dirty while they differ.
+ *
+ * Locks: f->up serialises uploads of a file; f->io is taken for writing by
+ * changes of the bytes (write, truncate, rename) and for reading by reads
+ * and uploads, so an upload sends one consistent state; f->lock guards the
+ * small fields (bitmap, sizes, gen) for the moments they are read or set;
+ * w->lock guards the table of files and the references.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "s3cachefs/cache.h"
+#include "s3cachefs/chunk.h"
+#include "s3cachefs/fileio.h"
+#include "s3cachefs/log.h"
+#include "s3cachefs/meta.h"
+#include "s3cachefs/s3.h"
+#include "s3cachefs/writeback.h"
+
+#define TABLE_SIZE 256
+#define RETRY_MIN_MS 1000
+#define PART_COPY_MIN (5ull << 20) /* S3's smallest part but the last */
+#define MAX_PARTS 10000u
+
+struct wb_file {
+	struct wb_file *next; /* hash chain, w->lock */
+	unsigned refs;	      /* w->lock */
+	bool in_table;	      /* w->lock */
+	pthread_mutex_t up;
+	pthread_rwlock_t io;
+	pthread_mutex_t lock;
+	/* under lock: */
+	struct meta_staged row; /* row.id 0: not stored yet */
+	int fd;			/* staging file, -1 until the first change */
+	uint64_t size;
+	uint64_t gen, clean_gen;
+	uint64_t reserved; /* bytes reserved in the cache */
+	bool discarded;
+	unsigned failures;
+	int64_t retry_at_ms;
+};
+
+struct wb {
+	struct wb_conf conf;
+	char *staging;
+	struct s3 *s3;
+	struct meta *meta;
+	struct cache *cache;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct wb_file *table[TABLE_SIZE]; /* lock */
+	bool stopping;			   /* lock */
+	pthread_t thread;
+	bool have_thread;
+	struct wb_stats stats; /* atomics */
+};
+
+#define STAT_ADD(w, field, n) \
+	__atomic_fetch_add(&(w)->stats.field, (n), __ATOMIC_RELAXED)
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static size_t hash_key(const char *k)
+{
+	size_t h = 14695981039346656037ull;
+
+	for (; *k; k++)
+		h = (h ^ (unsigned char)*k) * 1099511628211ull;
+	return h % TABLE_SIZE;
+}
+
+/* ---- the chunk bitmap (under f->lock) ---- */
+
+static bool bit_get(const struct wb_file *f, uint64_t c)
+{
+	return c / 8 < f->row.local_len && (f->row.local[c / 8] >> (c % 8)) & 1;
+}
+
+static int bit_set(struct wb_file *f, uint64_t c)
+{
+	size_t need = (size_t)(c / 8 + 1);
+
+	if (need > f->row.local_len) {
+		uint8_t *p = realloc(f->row.local, need);
+
+		if (!p)
+			return -ENOMEM;
+		memset(p + f->row.local_len, 0, need - f->row.local_len);
+		f->row.local = p;
+		f->row.local_len = need;
+	}
+	f->row.local[c / 8] |= (uint8_t)(1u << (c % 8));
+	return 0;
+}
+
+static void bit_clear(struct wb_file *f, uint64_t c)
+{
+	if (c / 8 < f->row.local_len)
+		f->row.local[c / 8] &= (uint8_t) ~(1u << (c % 8));
+}
+
+static uint64_t bits_count(const struct wb_file *f)
+{
+	uint64_t n = 0;
+	size_t i;
+
+	for (i = 0; i < f->row.local_len; i++)
+		n += (uint64_t)__builtin_popcount(f->row.local[i]);
+	return n;
+}
+
+/* True when chunk @c has bytes only the base holds (under f->lock). */
+static bool needs_base(const struct wb *w, const struct wb_file *f, uint64_t c)
+{
+	return !bit_get(f, c) && f->row.base_etag &&
+	       c * w->conf.chunk_size < f->row.base_size;
+}
+
+/* ---- files ---- */
+
+static void staging_path(const struct wb *w, int64_t id, char *out, size_t len)
+{
+	snprintf(out, len, "%s/%lld", w->staging, (long long)id);
+}
+
+static struct wb_file *file_new(void)
+{
+	struct wb_file *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	pthread_mutex_init(&f->up, NULL);
+	pthread_rwlock_init(&f->io, NULL);
+	pthread_mutex_init(&f->lock, NULL);
+	f->fd = -1;
+	f->row.uid = f->row.gid = UINT32_MAX;
+	return f;
+}
+
+static void file_free(struct wb_file *f)
+{
+	if (!f)
+		return;
+	if (f->fd >= 0)
+		close(f->fd);
+	meta_staged_release(&f->row);
+	pthread_mutex_destroy(&f->up);
+	pthread_rwlock_destroy(&f->io);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+/* Remove @f's staging file, row and reservation (f->lock held). */
+static void drop_staging_locked(struct wb *w, struct wb_file *f)
+{
+	char path[PATH_MAX];
+
+	if (f->row.id > 0) {
+		meta_staged_delete(w->meta, f->row.id);
+		staging_path(w, f->row.id, path, sizeof(path));
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("writeback: cannot remove '%s': %s", path,
+				 strerror(errno));
+		f->row.id = 0;
+	}
+	if (f->reserved) {
+		cache_unreserve(w->cache, f->reserved);
+		f->reserved = 0;
+	}
+}
+
+static void table_remove_locked(struct wb *w, struct wb_file *f)
+{
+	struct wb_file **p;
+
+	if (!f->in_table)
+		return;
+	for (p = &w->table[hash_key(f->row.key)]; *p; p = &(*p)->next) {
+		if (*p == f) {
+			*p = f->next;
+			break;
+		}
+	}
+	f->next = NULL;
+	f->in_table = false;
+	__atomic_fetch_sub(&w->stats.pending, 1, __ATOMIC_RELAXED);
+}
+
+static void table_add_locked(struct wb *w, struct wb_file *f)
+{
+	size_t h = hash_key(f->row.key);
+
+	f->next = w->table[h];
+	w->table[h] = f;
+	f->in_table = true;
+	STAT_ADD(w, pending, 1);
+}
+
+static struct wb_file *table_find_locked(struct wb *w, const char *key)
+{
+	struct wb_file *f;
+
+	for (f = w->table[hash_key(key)]; f; f = f->next)
+		if (strcmp(f->row.key, key) == 0)
+			return f;
+	return NULL;
+}
+
+/*
+ * Make sure @f has a row and a staging file (f->io held for writing or
+ * f->lock-only callers that hold io).  Under f->lock.
+ */
+static int ensure_stored_locked(struct wb *w, struct wb_file *f)
+{
+	char path[PATH_MAX];
+	int rc, fd;
+
+	if (f->row.id > 0)
+		return 0;
+	f->row.created_ms = now_ms();
+	rc = meta_staged_add(w->meta, &f->row);
+	if (rc < 0) {
+		log_error("writeback: cannot record '%s' as staged: %s",
+			  f->row.key, strerror(-rc));
+		return rc == -ENOMEM ? rc : -EIO;
+	}
+	staging_path(w, f->row.id, path, sizeof(path));
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)f->size) < 0) {
+		rc = -errno;
+		log_error("writeback: cannot create staging file '%s': %s",
+			  path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		unlink(path);
+		meta_staged_delete(w->meta, f->row.id);
+		f->row.id = 0;
+		return rc == -ENOSPC ? rc : -EIO;
+	}
+	f->fd = fd;
+	return 0;
+}
+
+/* Store the row's current fields (under f->lock). */
+static int save_locked(struct wb *w, struct wb_file *f)
+{
+	int rc = meta_staged_update(w->meta, &f->row);
+
+	if (rc < 0) {
+		log_error("writeback: cannot record changes of '%s': %s",
+			  f->row.key, strerror(-rc));
+		return rc == -ENOMEM ? rc : -EIO;
+	}
+	return 0;
+}
+
+/*
+ * Copy the base's bytes of chunk @c into the staging file and mark it local
+ * (its room reserved first).  f->io held; takes f->lock briefly.  Does not
+ * save the row: the caller does, once for several chunks.
+ */
+static int make_local(struct wb *w, struct wb_file *f, uint64_t c, bool fill)
+{
+	uint64_t cs = w->conf.chunk_size, start = c * cs, end;
+	char *base_etag = NULL;
+	void *buf = NULL;
+	int rc;
+
+	rc = cache_reserve(w->cache, cs);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&f->lock);
+	end = f->row.base_size < start + cs ? f->row.base_size : start + cs;
+	if (fill && needs_base(w, f, c) && end > start &&
+	    !(base_etag = strdup(f->row.base_etag)))
+		rc = -ENOMEM;
+	pthread_mutex_unlock(&f->lock);
+	if (rc == 0 && base_etag) {
+		buf = malloc((size_t)(end - start));
+		if (!buf)
+			rc = -ENOMEM;
+		if (rc == 0)
+			rc = w->conf.fill(w->conf.ctx, f->row.key, base_etag,
+					  f->row.base_size, start, buf,
+					  (size_t)(end - start));
+		if (rc == 0)
+			rc = pwrite_all(f->fd, buf, (size_t)(end - start),
+					(off_t)start);
+	}
+	pthread_mutex_lock(&f->lock);
+	if (rc == 0 && !bit_get(f, c))
+		rc = bit_set(f, c);
+	else if (rc == 0)
+		rc = 1; /* already local: give the reservation back */
+	if (rc == 0)
+		f->reserved += cs;
+	pthread_mutex_unlock(&f->lock);
+	if (rc != 0)
+		cache_unreserve(w->cache, cs);
+	free(buf);
+	free(base_etag);
+	return rc > 0 ? 0 : rc;
+}
+
+/* ---- public: finding and staging ---- */
+
+struct wb_file *wb_find(struct wb *w, const char *key)
+{
+	struct wb_file *f;
+
+	pthread_mutex_lock(&w->lock);
+	f = table_find_locked(w, key);
+	if (f)
+		f->refs++;
+	pthread_mutex_unlock(&w->lock);
+	return f;
+}
+
+int wb_stage(struct wb *w, const char *key, const char *base_etag,
+	     uint64_t base_size, const struct wb_attrs *attrs, bool truncate,
+	     struct wb_file **out)
+{
+	struct wb_file *f, *nf;
+	int rc = 0;
+
+	nf = file_new();
+	if (!nf || !(nf->row.key = strdup(key)) ||
+	    (base_etag && !truncate &&
+	     !(nf->row.base_etag = strdup(base_etag)))) {
+		file_free(nf);
+		return -ENOMEM;
+	}
+	if (!truncate && base_etag) {
+		nf->row.base_size = base_size;
+		nf->size = base_size;
+	}
+	if (attrs) {
+		nf->row.mode = attrs->mode;
+		nf->row.uid = attrs->uid;
+		nf->row.gid = attrs->gid;
+		nf->row.mtime = attrs->mtime;
+	}
+	pthread_mutex_lock(&w->lock);
+	f = table_find_locked(w, key);
+	if (f) {
+		f->refs++;
+		pthread_mutex_unlock(&w->lock);
+		file_free(nf);
+		if (truncate)
+			rc = wb_truncate(w, f, 0);
+		if (rc < 0) {
+			wb_put(w, f);
+			return rc;
+		}
+		*out = f;
+		return 0;
+	}
+	nf->refs = 1;
+	table_add_locked(w, nf);
+	pthread_mutex_unlock(&w->lock);
+	if (truncate || !base_etag) {
+		/* a new or emptied file exists from now on, crash or not */
+		pthread_rwlock_wrlock(&nf->io);
+		pthread_mutex_lock(&nf->lock);
+		rc = ensure_stored_locked(w, nf);
+		nf->gen++;
+		if (!nf->row.mtime)
+			nf->row.mtime = time(NULL);
+		pthread_mutex_unlock(&nf->lock);
+		pthread_rwlock_unlock(&nf->io);
+		if (rc < 0) {
+			pthread_mutex_lock(&nf->lock);
+			nf->discarded = true;
+			pthread_mutex_unlock(&nf->lock);
+			wb_put(w, nf);
+			return rc;
+		}
+	}
+	*out = nf;
+	return 0;
+}
+
+void wb_put(struct wb *w, struct wb_file *f)
+{
+	bool gone = false;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&w->lock);
+	if (--f->refs == 0) {
+		pthread_mutex_lock(&f->lock);
+		if (f->discarded || f->gen == f->clean_gen) {
+			table_remove_locked(w, f);
+			drop_staging_locked(w, f);
+			gone = true;
+		}
+		pthread_mutex_unlock(&f->lock);
+	}
+	if (!gone && f->refs == 0)
+		pthread_cond_signal(&w->wake); /* pending: for the thread */
+	pthread_mutex_unlock(&w->lock);
+	if (gone)
+		file_free(f);
+}
+
+/* ---- bytes ---- */
+
+ssize_t wb_read(struct wb *w, struct wb_file *f, void *buf, size_t size,
+		uint64_t off)
+{
+	uint64_t cs = w->conf.chunk_size, end, pos;
+	char *base_etag = NULL;
+	ssize_t rc = 0;
+
+	pthread_rwlock_rdlock(&f->io);
+	pthread_mutex_lock(&f->lock);
+	end = off >= f->size ? off
+			     : (f->size - off < size ? f->size : off + size);
+	if (f->row.base_etag && !(base_etag = strdup(f->row.base_etag)))
+		rc = -ENOMEM;
+	pthread_mutex_unlock(&f->lock);
+	for (pos = off; rc == 0 && pos < end;) {
+		uint64_t c = pos / cs,
+			 stop = (c + 1) * cs < end ? (c + 1) * cs : end;
+		uint64_t base_end = 0;
+		bool from_base;
+
+		pthread_mutex_lock(&f->lock);
+		from_base = needs_base(w, f, c);
+		if (from_base)
+			base_end = f->row.base_size < stop ? f->row.base_size
+							   : stop;
+		pthread_mutex_unlock(&f->lock);
+		if (from_base && pos < base_end) {
+			rc = w->conf.fill(w->conf.ctx, f->row.key, base_etag,
+					  f->row.base_size, pos,
+					  (char *)buf + (pos - off),
+					  (size_t)(base_end - pos));
+			if (rc < 0)
+				break;
+			pos = base_end;
+			continue;
+		}
+		if (f->fd < 0) {
+			memset((char *)buf + (pos - off), 0,
+			       (size_t)(stop - pos));
+		} else {
+			long n = pread_full(f->fd, (char *)buf + (pos - off),
+					    (size_t)(stop - pos), (off_t)pos);
+
+			if (n < 0) {
+				rc = n;
+				break;
+			}
+			/* a hole past the file's end on disk reads as zeros */
+			if ((uint64_t)n < stop - pos)
+				memset((char *)buf + (pos - off) + n, 0,
+				       (size_t)(stop - pos - (uint64_t)n));
+		}
+		pos = stop;
+	}
+	pthread_rwlock_unlock(&f->io);
+	free(base_etag);
+	if (rc < 0) {
+		log_debug("writeback: read of '%s' failed: %s", f->row.key,
+			  strerror((int)-rc));
+		return rc == -ENOMEM ? rc : -EIO;
+	}
+	return (ssize_t)(end - off);
+}
+
+ssize_t wb_write(struct wb *w, struct wb_file *f, const void *buf, size_t size,
+		 uint64_t off)
+{
+	uint64_t cs = w->conf.chunk_size, end = off + size, c;
+	bool changed_bits = false;
+	int rc = 0;
+
+	if (size == 0)
+		return 0;
+	if (off > (1ull << 50) || end > (1ull << 50))
+		return -EFBIG;
+	pthread_rwlock_wrlock(&f->io);
+	pthread_mutex_lock(&f->lock);
+	rc = ensure_stored_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	for (c = off / cs; rc == 0 && c <= (end - 1) / cs; c++) {
+		uint64_t start = c * cs, base_end;
+		bool local, covered;
+
+		pthread_mutex_lock(&f->lock);
+		local = bit_get(f, c);
+		base_end = f->row.base_size < start + cs ? f->row.base_size
+							 : start + cs;
+		pthread_mutex_unlock(&f->lock);
+		if (local)
+			continue;
+		/* the write covers what the base has of this chunk */
+		covered = off <= start && end >= base_end;
+		rc = make_local(w, f, c, !covered);
+		changed_bits = changed_bits || rc == 0;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (rc == 0 && changed_bits)
+		rc = save_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	if (rc == 0)
+		rc = pwrite_all(f->fd, buf, size, (off_t)off);
+	pthread_mutex_lock(&f->lock);
+	if (rc == 0) {
+		if (end > f->size)
+			f->size = end;
+		f->gen++;
+		f->row.mtime = time(NULL);
+	}
+	pthread_mutex_unlock(&f->lock);
+	pthread_rwlock_unlock(&f->io);
+	if (rc < 0) {
+		log_debug("writeback: write to '%s' failed: %s", f->row.key,
+			  strerror(-rc));
+		return rc == -ENOSPC || rc == -ENOMEM || rc == -EDQUOT ? rc
+								       : -EIO;
+	}
+	return (ssize_t)size;
+}
+
+int wb_truncate(struct wb *w, struct wb_file *f, uint64_t size)
+{
+	uint64_t cs = w->conf.chunk_size, c, n_chunks;
+	int rc;
+
+	pthread_rwlock_wrlock(&f->io);
+	pthread_mutex_lock(&f->lock);
+	rc = ensure_stored_locked(w, f);
+	if (rc == 0 && ftruncate(f->fd, (off_t)size) < 0)
+		rc = -errno;
+	if (rc == 0) {
+		n_chunks = (size + cs - 1) / cs;
+		for (c = n_chunks; c < f->row.local_len * 8ull; c++) {
+			if (bit_get(f, c)) {
+				bit_clear(f, c);
+				cache_unreserve(w->cache, cs);
+				f->reserved -= cs;
+			}
+		}
+		if (size < f->row.base_size)
+			f->row.base_size = size;
+		f->size = size;
+		f->gen++;
+		f->row.mtime = time(NULL);
+		rc = save_locked(w, f);
+	}
+	pthread_mutex_unlock(&f->lock);
+	pthread_rwlock_unlock(&f->io);
+	if (rc < 0)
+		log_warn("writeback: truncate of '%s' failed: %s", f->row.key,
+			 strerror(-rc));
+	return rc;
+}
+
+void wb_set_attrs(struct wb *w, struct wb_file *f, const struct wb_attrs *a,
+		  unsigned mask)
+{
+	pthread_mutex_lock(&f->lock);
+	if (mask & WB_SET_MODE)
+		f->row.mode = a->mode;
+	if (mask & WB_SET_UID)
+		f->row.uid = a->uid;
+	if (mask & WB_SET_GID)
+		f->row.gid = a->gid;
+	if (mask & WB_SET_MTIME)
+		f->row.mtime = a->mtime;
+	f->gen++;
+	if (ensure_stored_locked(w, f) == 0)
+		save_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+}
+
+void wb_stat(struct wb *w, struct wb_file *f, struct wb_stat *out)
+{
+	(void)w;
+	pthread_mutex_lock(&f->lock);
+	out->size = f->size;
+	out->attrs.mode = f->row.mode;
+	out->attrs.uid = f->row.uid;
+	out->attrs.gid = f->row.gid;
+	out->attrs.mtime = f->row.mtime;
+	out->dirty = f->gen != f->clean_gen;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void wb_discard(struct wb *w, struct wb_file *f)
+{
+	pthread_mutex_lock(&w->lock);
+	pthread_mutex_lock(&f->lock);
+	f->discarded = true;
+	table_remove_locked(w, f);
+	/* the open descriptor keeps the bytes readable until the last put */
+	drop_staging_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* ---- upload ---- */
+
+/* Make every chunk below @end that still needs the base local (f->io
+ * held), then save the row. */
+static int materialize(struct wb *w, struct wb_file *f, uint64_t from,
+		       uint64_t end)
+{
+	uint64_t cs = w->conf.chunk_size, c;
+	bool changed = false;
+	int rc = 0;
+
+	for (c = from / cs; rc == 0 && c * cs < end; c++) {
+		bool need;
+
+		pthread_mutex_lock(&f->lock);
+		need = needs_base(w, f, c);
+		pthread_mutex_unlock(&f->lock);
+		if (need) {
+			rc = make_local(w, f, c, true);
+			changed = changed || rc == 0;
+		}
+	}
+	if (changed) {
+		pthread_mutex_lock(&f->lock);
+		int src = save_locked(w, f);
+
+		pthread_mutex_unlock(&f->lock);
+		if (rc == 0)
+			rc = src;
+	}
+	return rc;
+}
+
+static int add_meta(struct s3_meta *m, size_t *n, char *val, size_t len,
+		    const char *name, long long v)
+{
+	snprintf(val, len, "%lld", v);
+	m[*n].name = (char *)name;
+	m[*n].value = val;
+	(*n)++;
+	return 0;
+}
+
+/* Record the multipart upload in progress (under f->lock). */
+static int set_upload_id(struct wb_file *f, const char *id)
+{
+	char *c = NULL;
+
+	if (id && !(c = strdup(id)))
+		return -ENOMEM;
+	free(f->row.upload_id);
+	f->row.upload_id = c;
+	return 0;
+}
+
+struct snapshot {
+	char *key;
+	char *base_etag;
+	uint64_t base_size;
+	uint64_t size;
+	uint64_t gen;
+	struct wb_attrs attrs;
+};
+
+/* Multipart upload copying the parts the file took unchanged from its
+ * base.  f->up and f->io (read) held. */
+static int upload_with_copies(struct wb *w, struct wb_file *f,
+			      const struct snapshot *sn,
+			      const struct s3_put_opts *opts, char **etag)
+{
+	uint64_t cs = w->conf.chunk_size, part, a, b, c;
+	char **etags = NULL, *upload_id = NULL;
+	unsigned n_parts, i;
+	int rc;
+
+	part = (w->conf.part_size + cs - 1) / cs * cs;
+	while ((sn->size + part - 1) / part > MAX_PARTS)
+		part *= 2;
+	n_parts = (unsigned)((sn->size + part - 1) / part);
+	etags = calloc(n_parts, sizeof(*etags));
+	if (!etags)
+		return -ENOMEM;
+	rc = s3_mpu_create(w->s3, sn->key, opts, &upload_id);
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&f->lock);
+	if (set_upload_id(f, upload_id) == 0)
+		save_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	for (i = 0; rc == 0 && i < n_parts; i++) {
+		bool copy = true;
+
+		a = (uint64_t)i * part;
+		b = a + part < sn->size ? a + part : sn->size;
+		if (b > sn->base_size ||
+		    (b - a < PART_COPY_MIN && i + 1 < n_parts))
+			copy = false;
+		pthread_mutex_lock(&f->lock);
+		for (c = a / cs; copy && c * cs < b; c++)
+			if (!needs_base(w, f, c))
+				copy = false;
+		pthread_mutex_unlock(&f->lock);
+		if (copy) {
+			rc = s3_mpu_copy_part(w->s3, sn->key, upload_id, i + 1,
+					      sn->key, sn->base_etag, a, b - a,
+					      &etags[i]);
+			if (rc == 0)
+				STAT_ADD(w, parts_copied, 1);
+		} else {
+			struct s3_body body = { .fd = f->fd,
+						.off = a,
+						.len = b - a };
+
+			rc = materialize(w, f, a, b);
+			if (rc == 0)
+				rc = s3_mpu_put_part(w->s3, sn->key, upload_id,
+						     i + 1, &body, &etags[i]);
+		}
+	}
+	if (rc == 0)
+		rc = s3_mpu_complete(w->s3, sn->key, upload_id, etags, n_parts,
+				     etag);
+	if (rc < 0)
+		s3_mpu_abort(w->s3, sn->key, upload_id);
+	pthread_mutex_lock(&f->lock);
+	if (set_upload_id(f, NULL) == 0)
+		save_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+out:
+	for (i = 0; i < n_parts; i++)
+		free(etags[i]);
+	free(etags);
+	free(upload_id);
+	return rc;
+}
+
+/*
+ * Put the chunks of the uploaded version that the staging file holds into
+ * the cache under its new ETag, so reading back is a cache hit.  f->io held
+ * (read).  Best effort: a chunk that does not fit is fetched when read.
+ */
+static void cache_uploaded(struct wb *w, struct wb_file *f,
+			   const struct snapshot *sn, const char *etag)
+{
+	uint64_t cs = w->conf.chunk_size, c;
+	char name[CHUNK_NAME_LEN + 1];
+	char *buf = malloc((size_t)cs);
+
+	cache_drop_object(w->cache, sn->key, etag);
+	for (c = 0; buf && c * cs < sn->size; c++) {
+		uint64_t len = sn->size - c * cs < cs ? sn->size - c * cs : cs;
+		struct chunk_id id = { .endpoint = w->conf.endpoint,
+				       .bucket = w->conf.bucket,
+				       .key = sn->key,
+				       .etag = etag,
+				       .index = c };
+		struct cache_ref ref = { .key = sn->key,
+					 .etag = etag,
+					 .index = c };
+		bool need;
+		long n;
+
+		pthread_mutex_lock(&f->lock);
+		need = needs_base(w, f, c);
+		pthread_mutex_unlock(&f->lock);
+		if (need || f->fd < 0)
+			continue;
+		n = pread_full(f->fd, buf, (size_t)len, (off_t)(c * cs));
+		if (n < 0)
+			break;
+		if ((uint64_t)n < len)
+			memset(buf + n, 0, (size_t)(len - (uint64_t)n));
+		chunk_name(&id, name);
+		if (cache_put(w->cache, name, &ref, buf, (size_t)len) < 0)
+			break;
+	}
+	free(buf);
+}
+
+/* The parent directory prefix of @key and its last segment. */
+static void split_key(const char *key, char **dir, const char **name)
+{
+	const char *slash = strrchr(key, '/');
+
+	*name = slash ? slash + 1 : key;
+	*dir = strndup(key, slash ? (size_t)(slash - key + 1) : 0);
+}
+
+/* Record the uploaded version in the store and tell the layer above. */
+static void publish(struct wb *w, const struct snapshot *sn, const char *etag)
+{
+	struct meta_object o = { 0 };
+	struct wb_result r = { 0 };
+	int64_t t = now_ms();
+	const char *name;
+	char *dir = NULL;
+
+	o.key = sn->key;
+	o.etag = (char *)etag;
+	o.size = sn->size;
+	o.mtime = t / 1000;
+	o.checked_ms = t;
+	o.expires_ms = t + (int64_t)w->conf.meta_ttl_ms;
+	o.has_attrs = true;
+	o.mode = sn->attrs.mode;
+	o.uid = sn->attrs.uid;
+	o.gid = sn->attrs.gid;
+	o.attr_mtime = sn->attrs.mtime;
+	meta_object_put(w->meta, &o);
+	split_key(sn->key, &dir, &name);
+	if (dir)
+		meta_entry_add(w->meta, dir, name, false);
+	free(dir);
+	r.key = sn->key;
+	r.etag = etag;
+	r.size = sn->size;
+	r.mtime = o.mtime;
+	r.attrs = sn->attrs;
+	if (w->conf.done)
+		w->conf.done(w->conf.ctx, &r);
+}
+
+/* Upload @f if dirty (or always with @force).  f->up taken here. */
+static int upload(struct wb *w, struct wb_file *f, bool force)
+{
+	char vmode[24], vuid[24], vgid[24], vmtime[24];
+	struct s3_meta meta[4];
+	struct s3_put_opts opts = { .meta = meta };
+	struct snapshot sn = { 0 };
+	char *etag = NULL;
+	bool copies = false;
+	uint64_t cs = w->conf.chunk_size, c;
+	int rc = 0;
+
+	pthread_mutex_lock(&f->up);
+	pthread_rwlock_rdlock(&f->io);
+	pthread_mutex_lock(&f->lock);
+	if (f->discarded || (!force && f->gen == f->clean_gen)) {
+		pthread_mutex_unlock(&f->lock);
+		goto out;
+	}
+	sn.key = strdup(f->row.key);
+	sn.base_etag = f->row.base_etag ? strdup(f->row.base_etag) : NULL;
+	sn.base_size = f->row.base_size;
+	sn.size = f->size;
+	sn.gen = f->gen;
+	sn.attrs.mode = f->row.mode ? f->row.mode : (S_IFREG | 0644);
+	sn.attrs.uid = f->row.uid != UINT32_MAX ? f->row.uid : getuid();
+	sn.attrs.gid = f->row.gid != UINT32_MAX ? f->row.gid : getgid();
+	sn.attrs.mtime = f->row.mtime ? f->row.mtime : time(NULL);
+	if (sn.base_etag && sn.size > w->conf.multipart_threshold) {
+		uint64_t part = (w->conf.part_size + cs - 1) / cs * cs;
+
+		/* a whole untouched part of the base is worth copying */
+		for (c = 0; !copies && c * cs < sn.base_size; c += part / cs) {
+			uint64_t k, end = c * cs + part;
+
+			if (end > sn.base_size)
+				break;
+			copies = true;
+			for (k = c; copies && k * cs < end; k++)
+				copies = needs_base(w, f, k);
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!sn.key || (f->row.base_etag && !sn.base_etag)) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (f->fd < 0) {
+		/* never changed since it was staged: nothing to send */
+		pthread_mutex_lock(&f->lock);
+		f->clean_gen = sn.gen;
+		pthread_mutex_unlock(&f->lock);
+		goto out;
+	}
+	add_meta(meta, &opts.n_meta, vmode, sizeof(vmode), "mode",
+		 sn.attrs.mode);
+	add_meta(meta, &opts.n_meta, vuid, sizeof(vuid), "uid", sn.attrs.uid);
+	add_meta(meta, &opts.n_meta, vgid, sizeof(vgid), "gid", sn.attrs.gid);
+	add_meta(meta, &opts.n_meta, vmtime, sizeof(vmtime), "mtime",
+		 sn.attrs.mtime);
+	if (copies) {
+		rc = upload_with_copies(w, f, &sn, &opts, &etag);
+	} else {
+		rc = materialize(w, f, 0, sn.size);
+		if (rc == 0)
+			rc = s3_put_file(w->s3, sn.key, f->fd, sn.size, &opts,
+					 &etag);
+	}
+	if (rc == 0 && !etag)
+		rc = -EIO;
+	if (rc < 0) {
+		STAT_ADD(w, upload_failures, 1);
+		pthread_mutex_lock(&f->lock);
+		f->failures++;
+		f->retry_at_ms =
+			now_ms() +
+			(int64_t)(RETRY_MIN_MS
+				  << (f->failures < 10 ? f->failures : 10));
+		if (f->retry_at_ms - now_ms() > (int64_t)w->conf.retry_max_ms)
+			f->retry_at_ms = now_ms() + w->conf.retry_max_ms;
+		pthread_mutex_unlock(&f->lock);
+		log_warn("writeback: upload of '%s' failed: %s; it stays "
+			 "staged and is retried",
+			 sn.key, strerror(-rc));
+		goto out;
+	}
+	STAT_ADD(w, uploads, 1);
+	STAT_ADD(w, bytes_uploaded, sn.size);
+	log_debug("writeback: uploaded '%s' (%llu bytes)", sn.key,
+		  (unsigned long long)sn.size);
+	cache_uploaded(w, f, &sn, etag);
+	pthread_mutex_lock(&f->lock);
+	/* what was sent is now the base of what stays staged */
+	if (set_upload_id(f, NULL) == 0) {
+		free(f->row.base_etag);
+		f->row.base_etag = etag;
+		etag = NULL;
+		f->row.base_size = sn.size;
+	}
+	f->row.mode = sn.attrs.mode;
+	f->row.uid = sn.attrs.uid;
+	f->row.gid = sn.attrs.gid;
+	f->row.mtime = sn.attrs.mtime;
+	f->clean_gen = sn.gen;
+	f->failures = 0;
+	f->retry_at_ms = 0;
+	if (f->row.id > 0 && f->gen != f->clean_gen)
+		save_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	publish(w, &sn, f->row.base_etag);
+out:
+	pthread_rwlock_unlock(&f->io);
+	pthread_mutex_unlock(&f->up);
+	free(sn.key);
+	free(sn.base_etag);
+	free(etag);
+	return rc;
+}
+
+int wb_flush(struct wb *w, struct wb_file *f)
+{
+	return upload(w, f, false);
+}
+
+int wb_rename(struct wb *w, struct wb_file *f, const char *new_key)
+{
+	struct wb_file *old;
+	char *k = strdup(new_key);
+	int rc;
+
+	if (!k)
+		return -ENOMEM;
+	pthread_rwlock_wrlock(&f->io);
+	pthread_mutex_lock(&f->lock);
+	rc = ensure_stored_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	/* every byte into the staging file: the old key's object goes away */
+	if (rc == 0)
+		rc = materialize(w, f, 0, f->size);
+	if (rc < 0) {
+		pthread_rwlock_unlock(&f->io);
+		free(k);
+		return rc;
+	}
+	old = wb_find(w, new_key);
+	if (old && old != f)
+		wb_discard(w, old);
+	if (old)
+		wb_put(w, old);
+	pthread_mutex_lock(&w->lock);
+	pthread_mutex_lock(&f->lock);
+	table_remove_locked(w, f);
+	free(f->row.key);
+	f->row.key = k;
+	free(f->row.base_etag);
+	f->row.base_etag = NULL;
+	f->row.base_size = 0;
+	f->gen++;
+	rc = save_locked(w, f);
+	if (!f->discarded)
+		table_add_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_unlock(&w->lock);
+	pthread_rwlock_unlock(&f->io);
+	if (rc == 0)
+		rc = upload(w, f, true);
+	return rc;
+}
+
+/* A new reference to every staged file whose key starts with @prefix. */
+static int collect(struct wb *w, const char *prefix, struct wb_file ***out,
+		   size_t *n)
+{
+	struct wb_file **v = NULL, *f;
+	size_t len = strlen(prefix), i, cap = 0;
+
+	*n = 0;
+	pthread_mutex_lock(&w->lock);
+	for (i = 0; i < TABLE_SIZE; i++) {
+		for (f = w->table[i]; f; f = f->next) {
+			if (strncmp(f->row.key, prefix, len) != 0)
+				continue;
+			if (*n == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				struct wb_file **nv =
+					realloc(v, nc * sizeof(*nv));
+
+				if (!nv) {
+					pthread_mutex_unlock(&w->lock);
+					while (*n)
+						wb_put(w, v[--*n]);
+					free(v);
+					return -ENOMEM;
+				}
+				v = nv;
+				cap = nc;
+			}
+			f->refs++;
+			v[(*n)++] = f;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	*out = v;
+	return 0;
+}
+
+int wb_each_under(struct wb *w, const char *prefix, wb_key_fn fn, void *ctx)
+{
+	struct wb_file **v = NULL;
+	struct wb_stat st;
+	size_t n = 0, i;
+	int rc;
+
+	rc = collect(w, prefix, &v, &n);
+	for (i = 0; rc == 0 && i < n; i++) {
+		wb_stat(w, v[i], &st);
+		rc = fn(ctx, v[i]->row.key, &st);
+	}
+	for (i = 0; i < n; i++)
+		wb_put(w, v[i]);
+	free(v);
+	return rc;
+}
+
+int wb_flush_under(struct wb *w, const char *prefix)
+{
+	struct wb_file **v = NULL;
+	size_t n = 0, i;
+	int rc, first = 0;
+
+	rc = collect(w, prefix, &v, &n);
+	for (i = 0; i < n; i++) {
+		rc = upload(w, v[i], false);
+		if (rc < 0 && !first)
+			first = rc;
+	}
+	for (i = 0; i < n; i++)
+		wb_put(w, v[i]);
+	free(v);
+	return first ? first : rc;
+}
+
+void wb_get_stats(struct wb *w, struct wb_stats *out)
+{
+	out->uploads = __atomic_load_n(&w->stats.uploads, __ATOMIC_RELAXED);
+	out->upload_failures =
+		__atomic_load_n(&w->stats.upload_failures, __ATOMIC_RELAXED);
+	out->bytes_uploaded =
+		__atomic_load_n(&w->stats.bytes_uploaded, __ATOMIC_RELAXED);
+	out->parts_copied =
+		__atomic_load_n(&w->stats.parts_copied, __ATOMIC_RELAXED);
+	out->resumed = __atomic_load_n(&w->stats.resumed, __ATOMIC_RELAXED);
+	out->pending = __atomic_load_n(&w->stats.pending, __ATOMIC_RELAXED);
+}
+
+/* ---- the background uploader ---- */
+
+/* A pending file nobody holds open whose retry time has come, with a
+ * reference; or NULL and *wait_ms until the next one is due. */
+static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms)
+{
+	int64_t t = now_ms(), soonest = INT64_MAX;
+	struct wb_file *f;
+	size_t i;
+
+	for (i = 0; i < TABLE_SIZE; i++) {
+		for (f = w->table[i]; f; f = f->next) {
+			int64_t at;
+			bool dirty;
+
+			if (f->refs > 0)
+				continue;
+			pthread_mutex_lock(&f->lock);
+			dirty = f->gen != f->clean_gen && !f->discarded;
+			at = f->retry_at_ms;
+			pthread_mutex_unlock(&f->lock);
+			if (!dirty)
+				continue;
+			if (at <= t) {
+				f->refs++;
+				return f;
+			}
+			if (at < soonest)
+				soonest = at;
+		}
+	}
+	*wait_ms = soonest == INT64_MAX ? 60000 : soonest - t;
+	return NULL;
+}
+
+static void *uploader_main(void *arg)
+{
+	struct wb *w = arg;
+	struct wb_file *f;
+	int64_t wait_ms;
+
+	pthread_mutex_lock(&w->lock);
+	while (!w->stopping) {
+		f = next_due_locked(w, &wait_ms);
+		if (f) {
+			pthread_mutex_unlock(&w->lock);
+			upload(w, f, false);
+			wb_put(w, f);
+			pthread_mutex_lock(&w->lock);
+			continue;
+		}
+		{
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			if (wait_ms > 60000)
+				wait_ms = 60000;
+			ts.tv_sec += wait_ms / 1000;
+			ts.tv_nsec += (wait_ms % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&w->wake, &w->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+/* ---- start and stop ---- */
+
+struct load_ctx {
+	struct wb *w;
+	int rc;
+};
+
+static int on_staged(void *ctx, const struct meta_staged *s)
+{
+	struct load_ctx *lc = ctx;
+	struct wb *w = lc->w;
+	struct wb_file *f = file_new();
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (!f)
+		return -ENOMEM;
+	f->row = *s;
+	f->row.key = strdup(s->key);
+	f->row.base_etag = s->base_etag ? strdup(s->base_etag) : NULL;
+	f->row.upload_id = s->upload_id ? strdup(s->upload_id) : NULL;
+	f->row.local = s->local_len ? malloc(s->local_len) : NULL;
+	if (!f->row.key || (s->base_etag && !f->row.base_etag) ||
+	    (s->upload_id && !f->row.upload_id) ||
+	    (s->local_len && !f->row.local)) {
+		f->row.id = 0;
+		file_free(f);
+		return -ENOMEM;
+	}
+	if (s->local_len)
+		memcpy(f->row.local, s->local, s->local_len);
+	staging_path(w, s->id, path, sizeof(path));
+	f->fd = open(path, O_RDWR | O_CLOEXEC);
+	if (f->fd < 0 || fstat(f->fd, &st) < 0) {
+		if (bits_count(f) > 0)
+			log_error("writeback: staging file '%s' of '%s' is "
+				  "missing: its unsent changes are lost",
+				  path, s->key);
+		meta_staged_delete(w->meta, s->id);
+		f->row.id = 0;
+		file_free(f);
+		return 0;
+	}
+	f->size = (uint64_t)st.st_size;
+	f->gen = 1; /* pending: changes the bucket may not have */
+	f->reserved = bits_count(f) * w->conf.chunk_size;
+	cache_reserve_force(w->cache, f->reserved);
+	pthread_mutex_lock(&w->lock);
+	table_add_locked(w, f);
+	pthread_mutex_unlock(&w->lock);
+	STAT_ADD(w, resumed, 1);
+	log_info("writeback: '%s' (%llu bytes) was not uploaded yet: "
+		 "uploading it",
+		 s->key, (unsigned long long)f->size);
+	return 0;
+}
+
+/* Abort the multipart uploads a crash left behind. */
+static void abort_leftovers(struct wb *w)
+{
+	struct wb_file *f;
+	size_t i;
+
+	for (i = 0; i < TABLE_SIZE; i++) {
+		for (f = w->table[i]; f; f = f->next) {
+			if (!f->row.upload_id)
+				continue;
+			s3_mpu_abort(w->s3, f->row.key, f->row.upload_id);
+			set_upload_id(f, NULL);
+			save_locked(w, f);
+		}
+	}
+}
+
+/* Remove staging files that no row names. */
+static void remove_strays(struct wb *w)
+{
+	DIR *d = opendir(w->staging);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char *end;
+		long long id;
+		struct wb_file *f;
+		bool known = false;
+		size_t i;
+
+		if (de->d_name[0] == '.')
+			continue;
+		id = strtoll(de->d_name, &end, 10);
+		for (i = 0; !*end && i < TABLE_SIZE && !known; i++)
+			for (f = w->table[i]; f && !known; f = f->next)
+				known = f->row.id == id;
+		if (!known) {
+			char path[PATH_MAX];
+
+			snprintf(path, sizeof(path), "%s/%s", w->staging,
+				 de->d_name);
+			unlink(path);
+		}
+	}
+	closedir(d);
+}
+
+int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
+	    struct cache *c, struct wb **out)
+{
+	struct load_ctx lc = { 0 };
+	struct wb *w;
+	int rc;
+
+	if (!conf->dir || !conf->fill || conf->chunk_size == 0 ||
+	    conf->part_size < PART_COPY_MIN)
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->conf = *conf;
+	if (!w->conf.retry_max_ms)
+		w->conf.retry_max_ms = 300000;
+	w->s3 = s;
+	w->meta = m;
+	w->cache = c;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->wake, NULL);
+	lc.w = w;
+	if (asprintf(&w->staging, "%s/staging", conf->dir) < 0) {
+		w->staging = NULL;
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (mkdir(w->staging, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		log_error("writeback: cannot create '%s': %s", w->staging,
+			  strerror(errno));
+		goto fail;
+	}
+	rc = meta_staged_scan(m, on_staged, &lc);
+	if (rc < 0)
+		goto fail;
+	remove_strays(w);
+	abort_leftovers(w);
+	if (pthread_create(&w->thread, NULL, uploader_main, w)) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	w->have_thread = true;
+	*out = w;
+	return 0;
+fail:
+	wb_close(w);
+	return rc;
+}
+
+void wb_close(struct wb *w)
+{
+	struct wb_file *f, *next;
+	size_t i;
+
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	w->stopping = true;
+	pthread_cond_broadcast(&w->wake);
+	pthread_mutex_unlock(&w->lock);
+	if (w->have_thread)
+		pthread_join(w->thread, NULL);
+	/* one more try for what is pending, then leave it staged */
+	for (i = 0; i < TABLE_SIZE; i++) {
+		for (f = w->table[i]; f; f = next) {
+			next = f->next;
+			if (f->refs == 0)
+				upload(w, f, false);
+		}
+	}
+	for (i = 0; i < TABLE_SIZE; i++) {
+		for (f = w->table[i]; f; f = next) {
+			next = f->next;
+			pthread_mutex_lock(&f->lock);
+			if (f->gen == f->clean_gen && f->refs == 0)
+				drop_staging_locked(w, f);
+			if (f->reserved)
+				cache_unreserve(w->cache, f->reserved);
+			f->reserved = 0;
+			pthread_mutex_unlock(&f->lock);
+			file_free(f);
+		}
+		w->table[i] = NULL;
+	}
+	pthread_cond_destroy(&w->wake);
+	pthread_mutex_destroy(&w->lock);
+	free(w->staging);
+	free(w);
+}
