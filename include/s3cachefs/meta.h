@@ -9,6 +9,9 @@
  *   entries    (directory prefix, name) -> file or directory
  *   negatives  key -> expiry of "there is no such file or directory"
  *   chunks     chunk file name -> key, ETag, index, bytes on disk, last access
+ *   staged     files written through the mount and not yet (or not wholly)
+ *              uploaded: key, the version they were based on, which
+ *              chunks the staging file holds, the attributes to upload
  *   info       the schema version (PRAGMA user_version) and the source
  *
  * The schema is versioned: meta_open() migrates an older database in one
@@ -34,8 +37,11 @@ struct meta_conf {
 	const char *path; /* database file, or ":memory:" */
 	/*
 	 * What the cache holds, e.g. "http://127.0.0.1:9000|bucket".  When the
-	 * database records another source, every row is deleted first
-	 * (logged at info): one cache directory serves one bucket.
+	 * database records another source, every row but the staged ones is
+	 * deleted first (logged at info): one cache directory serves one
+	 * bucket.  When it also holds staged rows, meta_open() fails instead
+	 * (-EBUSY, logged) and changes nothing.  NULL: neither checked nor
+	 * recorded.
 	 */
 	const char *source;
 };
@@ -44,8 +50,9 @@ struct meta;
 
 /*
  * Open or create the database, migrate it, and prepare statements.
- * 0, -ENOMEM, -EPROTO (schema newer than this program), -EIO (anything
- * else SQLite refused: logged with its message and the path).
+ * 0, -ENOMEM, -EPROTO (schema newer than this program), -EBUSY (staged rows
+ * of another source, see struct meta_conf), -EIO (anything else SQLite
+ * refused: logged with its message and the path).
  */
 int meta_open(const struct meta_conf *conf, struct meta **out);
 void meta_close(struct meta *m); /* NULL-safe */
@@ -59,6 +66,18 @@ struct meta_object {
 	int64_t checked_ms; /* when S3 last confirmed these values */
 	int64_t expires_ms; /* trusted until then */
 	int64_t atime_ms;   /* last read through the mount; 0: never */
+	/*
+	 * Attributes from the object's user metadata (x-amz-meta-mode, -uid,
+	 * -gid, -mtime, as s3fs writes them), known only after a HEAD or our
+	 * own upload: LIST does not carry them.  With has_attrs false the
+	 * four fields are meaningless.  meta_object_put() with has_attrs
+	 * false keeps the stored attributes when the ETag is unchanged and
+	 * forgets them when it changed; meta_listing_put() does the same.
+	 */
+	bool has_attrs;
+	uint32_t mode;	    /* st_mode with the file type bits; 0: not given */
+	uint32_t uid, gid;  /* (uint32_t)-1: not given */
+	int64_t attr_mtime; /* x-amz-meta-mtime, seconds; 0: not given */
 };
 void meta_object_release(struct meta_object *o); /* NULL-safe */
 
@@ -104,6 +123,11 @@ struct meta_entry {
 	const char *etag;
 	uint64_t size;
 	int64_t mtime;
+	/* files only, from the object row (see struct meta_object); ignored
+	 * by meta_listing_put() */
+	bool has_attrs;
+	uint32_t mode, uid, gid;
+	int64_t attr_mtime;
 };
 
 /*
@@ -141,6 +165,27 @@ int meta_listing_find(struct meta *m, const char *dir, const char *name,
 /* Mark the listing of @dir due for a new LIST (expires_ms = 0). */
 int meta_listing_expire(struct meta *m, const char *dir);
 
+/*
+ * Add (or replace) entry @name of the stored listing of @dir, leaving the
+ * listing's times alone; a no-op (0) when @dir has no stored listing.  For
+ * a file, the caller stores its object row with meta_object_put().
+ */
+int meta_entry_add(struct meta *m, const char *dir, const char *name,
+		   bool is_dir);
+
+/* Remove entry @name from the stored listing of @dir (0 also when absent). */
+int meta_entry_remove(struct meta *m, const char *dir, const char *name);
+
+/*
+ * Forget everything stored about keys starting with @prefix (bytewise: no
+ * wildcards; "" is every key), in one transaction: objects, listings and
+ * entries of directories whose prefix starts with @prefix, negatives.
+ * (Used after a directory is renamed or removed.)  Chunk rows are the
+ * cache's and staged rows are kept; the entry naming @prefix in its
+ * parent's listing is the caller's, with meta_entry_remove().
+ */
+int meta_forget_prefix(struct meta *m, const char *prefix);
+
 /* One chunk file the cache holds. */
 struct meta_chunk {
 	const char *name; /* chunk.h's file name */
@@ -170,7 +215,54 @@ int meta_chunk_scan(struct meta *m, meta_chunk_fn fn, void *ctx);
 int meta_chunk_scan_other(struct meta *m, const char *key, const char *etag,
 			  meta_chunk_fn fn, void *ctx);
 
-/* Delete every row of every table but info. */
+/*
+ * A file written through the mount whose upload has not finished: the
+ * staging file CACHE_DIR/staging/<id> holds the file's bytes for the
+ * chunks whose bit is set in @local (bit i of byte i / 8, LSB first);
+ * other chunks read as the base object's bytes below base_size, zeros
+ * above.  The staging file's length is the file's size.
+ *
+ * A row is written before the writer is told a write succeeded, so after a
+ * crash every acknowledged byte is found again (see cache/writeback).
+ * Strings and @local owned by the struct.
+ */
+struct meta_staged {
+	int64_t id;	    /* assigned by meta_staged_add(); > 0 */
+	char *key;	    /* full S3 key, unique among staged rows */
+	char *base_etag;    /* version the file started from, or NULL */
+	uint64_t base_size; /* bytes of the base still part of the file */
+	uint8_t *local;	    /* chunk bitmap, may be NULL when local_len 0 */
+	size_t local_len;   /* bytes of @local */
+	uint32_t mode;	    /* st_mode to upload; 0: default */
+	uint32_t uid, gid;  /* (uint32_t)-1: not given */
+	int64_t mtime;	    /* seconds; 0: the upload's time */
+	char *upload_id;    /* multipart upload in progress, or NULL */
+	int64_t created_ms;
+};
+void meta_staged_release(struct meta_staged *s); /* NULL-safe */
+
+/*
+ * Insert @s (its id is ignored) and set s->id.  -EEXIST when a row for
+ * s->key exists.
+ */
+int meta_staged_add(struct meta *m, struct meta_staged *s);
+
+/* Replace every field of row s->id (key included: a rename).  -ENOENT when
+ * there is no such row, -EEXIST when another row has s->key. */
+int meta_staged_update(struct meta *m, const struct meta_staged *s);
+
+/* Delete row @id (0 also when there was none). */
+int meta_staged_delete(struct meta *m, int64_t id);
+
+/* Called per staged row, in id order: 0 to go on, -errno to stop.  @s is
+ * borrowed for the call. */
+typedef int (*meta_staged_fn)(void *ctx, const struct meta_staged *s);
+
+/* Visit every staged row. */
+int meta_staged_scan(struct meta *m, meta_staged_fn fn, void *ctx);
+
+/* Delete every row of every table but info and staged: staged rows are
+ * data not yet in S3 and are never dropped with the cache. */
 int meta_clear(struct meta *m);
 
 #endif

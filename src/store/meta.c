@@ -22,7 +22,23 @@
  * missing ones and sets user_version in one transaction, and refuses a
  * database with a version it does not know.  The info table holds the
  * 'source' the cache belongs to; opening with another source empties every
- * other table (a NULL conf->source neither checks nor records it).
+ * other table but staged (a NULL conf->source neither checks nor records
+ * it), or, when staged rows exist, fails with -EBUSY and changes nothing:
+ * they are acknowledged writes still owed to the old source's bucket.
+ *
+ * Attributes: an object row's has_attrs, mode, uid, gid and attr_mtime
+ * come from a HEAD or our own upload.  An upsert without them (a LIST, or
+ * a HEAD that found none) keeps the row's while its ETag is the same, since
+ * S3 cannot change an object's metadata without changing the object, and
+ * drops them (has_attrs 0) when the ETag changed.  Rows without attributes
+ * hold mode 0, uid and gid 4294967295 ((uint32_t)-1), attr_mtime 0.
+ *
+ * Prefixes: meta_forget_prefix() selects keys by a range (prefix <= key <
+ * successor), not LIKE, so '%' and '_' in keys are plain bytes.
+ *
+ * Staged rows: never deleted by meta_clear() or a source change; only
+ * meta_staged_delete() removes one.  Their ids are rowids, so an id may be
+ * handed out again once its row and every higher one are deleted.
  *
  * Listings: entries hold (dir, name, is_dir) only; a file's attributes live
  * in its objects row (key = dir || name), joined on read, so that a HEAD
@@ -74,9 +90,33 @@ static const char *const schema_v1[] = {
 	NULL,
 };
 
+/*
+ * Version 2: objects gain the attributes of their user metadata
+ * (has_attrs 0 for every existing row: nothing is known about them yet;
+ * uid and gid default to 4294967295, (uint32_t)-1: not given), and the
+ * staged table holds the files written through the mount.  An INTEGER
+ * PRIMARY KEY is the rowid: meta_staged_add() reads it back.
+ */
+static const char *const schema_v2[] = {
+	"ALTER TABLE objects ADD COLUMN has_attrs INTEGER NOT NULL DEFAULT 0",
+	"ALTER TABLE objects ADD COLUMN mode INTEGER NOT NULL DEFAULT 0",
+	"ALTER TABLE objects ADD COLUMN uid INTEGER NOT NULL"
+	" DEFAULT 4294967295",
+	"ALTER TABLE objects ADD COLUMN gid INTEGER NOT NULL"
+	" DEFAULT 4294967295",
+	"ALTER TABLE objects ADD COLUMN attr_mtime INTEGER NOT NULL DEFAULT 0",
+	"CREATE TABLE staged (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+	" base_etag TEXT, base_size INTEGER NOT NULL, local BLOB,"
+	" mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
+	" mtime INTEGER NOT NULL, upload_id TEXT,"
+	" created_ms INTEGER NOT NULL)",
+	NULL,
+};
+
 /* migrations[v] takes version v to v + 1; append, never edit. */
 static const char *const *const migrations[] = {
 	schema_v1,
+	schema_v2,
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -107,6 +147,17 @@ enum stmt_id {
 	ST_CHUNK_TOUCH,
 	ST_CHUNK_SCAN,
 	ST_CHUNK_SCAN_OTHER,
+	ST_ENT_ADD,
+	ST_ENT_REMOVE,
+	ST_FORGET_OBJECTS,
+	ST_FORGET_LISTINGS,
+	ST_FORGET_ENTRIES,
+	ST_FORGET_NEGATIVES,
+	ST_STAGED_ADD,
+	ST_STAGED_UPDATE,
+	ST_STAGED_DELETE,
+	ST_STAGED_SCAN,
+	ST_STAGED_COUNT,
 	ST_CLEAR_OBJECTS,
 	ST_CLEAR_LISTINGS,
 	ST_CLEAR_ENTRIES,
@@ -122,6 +173,20 @@ enum stmt_id {
 
 #define CHUNK_COLUMNS "SELECT name, key, etag, idx, disk_bytes, atime_ms"
 
+/* Whether an upsert of objects keeps the row's attributes (see put_object()). */
+#define KEEP_ATTRS "excluded.has_attrs = 0 AND etag = excluded.etag"
+
+/*
+ * Rows whose @col starts with ?1, ?2 being the least string above all of
+ * them (see bind_prefix()).  A range, unlike LIKE or GLOB, has no wildcard
+ * characters, and both of its ends bound the search of the primary key.
+ */
+#define PREFIX_RANGE(col) " WHERE " col " >= ?1 AND " col " < ?2"
+
+#define STAGED_COLUMNS                                             \
+	"key, base_etag, base_size, local, mode, uid, gid, mtime," \
+	" upload_id, created_ms"
+
 /*
  * Objects and negatives take their key as ?1 || ?2, so that a listing binds
  * (dir, name) and the other callers (key, ""), without building the key.
@@ -132,17 +197,32 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ROLLBACK] = "ROLLBACK",
 	[ST_INFO_GET] = "SELECT v FROM info WHERE k = ?1",
 	[ST_INFO_PUT] = "INSERT OR REPLACE INTO info (k, v) VALUES (?1, ?2)",
+	/* ST_OBJ_GET and ST_ENT_FIND: the columns of object_from_row() */
 	[ST_OBJ_GET] = "SELECT etag, size, mtime, checked_ms, expires_ms,"
-		       " atime_ms FROM objects WHERE key = ?1",
+		       " atime_ms, has_attrs, mode, uid, gid, attr_mtime"
+		       " FROM objects WHERE key = ?1",
+	/* SET expressions read the row as it was: etag is the old one */
 	[ST_OBJ_PUT] = "INSERT INTO objects (key, etag, size, mtime,"
-		       " checked_ms, expires_ms, atime_ms)"
-		       " VALUES (?1 || ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+		       " checked_ms, expires_ms, atime_ms, has_attrs, mode,"
+		       " uid, gid, attr_mtime)"
+		       " VALUES (?1 || ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+		       " ?11, ?12, ?13)"
 		       " ON CONFLICT (key) DO UPDATE SET etag = excluded.etag,"
 		       " size = excluded.size, mtime = excluded.mtime,"
 		       " checked_ms = excluded.checked_ms,"
 		       " expires_ms = excluded.expires_ms,"
 		       " atime_ms = CASE excluded.atime_ms WHEN 0 THEN atime_ms"
-		       " ELSE excluded.atime_ms END",
+		       " ELSE excluded.atime_ms END,"
+		       " has_attrs = CASE WHEN " KEEP_ATTRS " THEN has_attrs"
+		       " ELSE excluded.has_attrs END,"
+		       " mode = CASE WHEN " KEEP_ATTRS " THEN mode"
+		       " ELSE excluded.mode END,"
+		       " uid = CASE WHEN " KEEP_ATTRS " THEN uid"
+		       " ELSE excluded.uid END,"
+		       " gid = CASE WHEN " KEEP_ATTRS " THEN gid"
+		       " ELSE excluded.gid END,"
+		       " attr_mtime = CASE WHEN " KEEP_ATTRS " THEN attr_mtime"
+		       " ELSE excluded.attr_mtime END",
 	[ST_OBJ_DELETE] = "DELETE FROM objects WHERE key = ?1",
 	[ST_OBJ_EXPIRE] = "UPDATE objects SET expires_ms = 0 WHERE key = ?1",
 	[ST_OBJ_TOUCH] = "UPDATE objects SET atime_ms = ?2 WHERE key = ?1",
@@ -158,11 +238,13 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_ENT_PUT] = "INSERT INTO entries (dir, name, is_dir)"
 		       " VALUES (?1, ?2, ?3)",
 	[ST_ENT_SCAN] =
-		"SELECT e.name, e.is_dir, o.etag, o.size, o.mtime" JOIN_OBJECT
+		"SELECT e.name, e.is_dir, o.etag, o.size, o.mtime, o.has_attrs,"
+		" o.mode, o.uid, o.gid, o.attr_mtime" JOIN_OBJECT
 		" WHERE e.dir = ?1 ORDER BY e.name",
 	[ST_ENT_FIND] =
-		"SELECT e.is_dir, e.dir || e.name, o.etag, o.size,"
-		" o.mtime, o.checked_ms, o.expires_ms, o.atime_ms" JOIN_OBJECT
+		"SELECT e.is_dir, e.dir || e.name, o.etag, o.size, o.mtime,"
+		" o.checked_ms, o.expires_ms, o.atime_ms, o.has_attrs, o.mode,"
+		" o.uid, o.gid, o.attr_mtime" JOIN_OBJECT
 		" WHERE e.dir = ?1 AND e.name = ?2",
 	[ST_CHUNK_PUT] = "INSERT OR REPLACE INTO chunks"
 			 " (name, key, etag, idx, disk_bytes, atime_ms)"
@@ -172,6 +254,25 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CHUNK_SCAN] = CHUNK_COLUMNS " FROM chunks",
 	[ST_CHUNK_SCAN_OTHER] = CHUNK_COLUMNS " FROM chunks WHERE key = ?1"
 					      " AND (?2 IS NULL OR etag <> ?2)",
+	[ST_ENT_ADD] = "INSERT OR REPLACE INTO entries (dir, name, is_dir)"
+		       " SELECT ?1, ?2, ?3 WHERE EXISTS"
+		       " (SELECT 1 FROM listings WHERE dir = ?1)",
+	[ST_ENT_REMOVE] = "DELETE FROM entries WHERE dir = ?1 AND name = ?2",
+	[ST_FORGET_OBJECTS] = "DELETE FROM objects" PREFIX_RANGE("key"),
+	[ST_FORGET_LISTINGS] = "DELETE FROM listings" PREFIX_RANGE("dir"),
+	[ST_FORGET_ENTRIES] = "DELETE FROM entries" PREFIX_RANGE("dir"),
+	[ST_FORGET_NEGATIVES] = "DELETE FROM negatives" PREFIX_RANGE("key"),
+	/* staged rows: ?1 the id (update only), ?2.. bind_staged()'s fields */
+	[ST_STAGED_ADD] = "INSERT INTO staged (" STAGED_COLUMNS ")"
+			  " VALUES (?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_STAGED_UPDATE] = "UPDATE staged SET key = ?2, base_etag = ?3,"
+			     " base_size = ?4, local = ?5, mode = ?6, uid = ?7,"
+			     " gid = ?8, mtime = ?9, upload_id = ?10,"
+			     " created_ms = ?11 WHERE id = ?1",
+	[ST_STAGED_DELETE] = "DELETE FROM staged WHERE id = ?1",
+	[ST_STAGED_SCAN] = "SELECT id, " STAGED_COLUMNS " FROM staged"
+			   " ORDER BY id",
+	[ST_STAGED_COUNT] = "SELECT count(*) FROM staged",
 	[ST_CLEAR_OBJECTS] = "DELETE FROM objects",
 	[ST_CLEAR_LISTINGS] = "DELETE FROM listings",
 	[ST_CLEAR_ENTRIES] = "DELETE FROM entries",
@@ -236,6 +337,20 @@ static void bind_i64(struct meta *m, sqlite3_stmt *st, int i, int64_t v)
 		m->bind_rc = src;
 }
 
+/* A BLOB of @len bytes at @p; SQL NULL when @len is 0. */
+static void bind_blob(struct meta *m, sqlite3_stmt *st, int i, const void *p,
+		      size_t len)
+{
+	int src;
+
+	if (len)
+		src = sqlite3_bind_blob64(st, i, p, len, SQLITE_STATIC);
+	else
+		src = sqlite3_bind_null(st, i);
+	if (src != SQLITE_OK && m->bind_rc == SQLITE_OK)
+		m->bind_rc = src;
+}
+
 /* Make @st ready for its next use. */
 static void finish(struct meta *m, sqlite3_stmt *st)
 {
@@ -272,6 +387,30 @@ static int run(struct meta *m, enum stmt_id id, const char *what,
 	       const char *subj)
 {
 	return step(m, m->st[id], what, subj);
+}
+
+/*
+ * Step @st, a write that returns no row, to its end: 0, -EEXIST (not
+ * logged) when it would break a UNIQUE constraint, or -errno (logged).
+ */
+static int step_unique(struct meta *m, sqlite3_stmt *st, const char *what,
+		       const char *subj)
+{
+	int src = m->bind_rc;
+	int rc = 0;
+
+	if (src == SQLITE_OK) {
+		src = sqlite3_step(st);
+		if (src == SQLITE_DONE)
+			src = SQLITE_OK;
+	}
+	if (src == SQLITE_CONSTRAINT &&
+	    sqlite3_extended_errcode(m->db) == SQLITE_CONSTRAINT_UNIQUE)
+		rc = -EEXIST;
+	else if (src != SQLITE_OK)
+		rc = fail(m, src, what, subj);
+	finish(m, st);
+	return rc;
 }
 
 /* Column @i as a string: 0 with *out (NULL for SQL NULL), or -ENOMEM. */
@@ -449,7 +588,44 @@ static int clear_tables(struct meta *m)
 	return rc;
 }
 
-/* Record @source, first emptying a cache that held another one. */
+/*
+ * Refuse (-EBUSY, logged) to empty a cache that holds staged rows of @old:
+ * they are writes acknowledged to a user and not yet in @old's bucket.
+ */
+static int check_staged(struct meta *m, const char *old)
+{
+	sqlite3_stmt *st = m->st[ST_STAGED_COUNT];
+	const char *slash = strrchr(m->path, '/');
+	int64_t n = 0;
+	int dir_len;
+	int rc;
+
+	rc = step(m, st, "count staged", NULL);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		n = sqlite3_column_int64(st, 0);
+		finish(m, st);
+	}
+	if (n == 0)
+		return 0;
+	/* the database lives in the cache directory: name that to the user */
+	if (!slash)
+		dir_len = 1;
+	else
+		dir_len = slash == m->path ? 1 : (int)(slash - m->path);
+	log_error("meta: cache dir '%.*s' holds %lld file%s written to '%s' "
+		  "and not yet uploaded: mount that bucket to finish them, or "
+		  "use another cache_dir",
+		  dir_len, slash ? m->path : ".", (long long)n,
+		  n == 1 ? "" : "s", old);
+	return -EBUSY;
+}
+
+/*
+ * Record @source, first emptying a cache that held another one, unless
+ * that one has staged rows (-EBUSY).
+ */
 static int check_source(struct meta *m, const char *source)
 {
 	sqlite3_stmt *st = m->st[ST_INFO_GET];
@@ -476,6 +652,8 @@ static int check_source(struct meta *m, const char *source)
 	if (rc < 0 || same)
 		goto out;
 	if (old)
+		rc = check_staged(m, old);
+	if (rc == 0 && old)
 		rc = clear_tables(m);
 	if (rc < 0)
 		goto out;
@@ -558,9 +736,30 @@ void meta_object_release(struct meta_object *o)
 	memset(o, 0, sizeof(*o));
 }
 
+/* Read the attribute columns @col on (has_attrs, mode, uid, gid, attr_mtime). */
+static void attrs_from_row(sqlite3_stmt *st, int col, bool *has_attrs,
+			   uint32_t *mode, uint32_t *uid, uint32_t *gid,
+			   int64_t *attr_mtime)
+{
+	/* NULL (no object row) reads 0: no attributes */
+	*has_attrs = sqlite3_column_int(st, col) != 0;
+	if (!*has_attrs) {
+		*mode = 0;
+		*uid = *gid = (uint32_t)-1;
+		*attr_mtime = 0;
+		return;
+	}
+	*mode = (uint32_t)sqlite3_column_int64(st, col + 1);
+	*uid = (uint32_t)sqlite3_column_int64(st, col + 2);
+	*gid = (uint32_t)sqlite3_column_int64(st, col + 3);
+	*attr_mtime = sqlite3_column_int64(st, col + 4);
+}
+
 /*
  * Fill @o from the row of @st, columns @col on: etag, size, mtime,
- * checked_ms, expires_ms, atime_ms; a NULL etag (no object row) reads "".
+ * checked_ms, expires_ms, atime_ms, then attrs_from_row()'s; a NULL etag
+ * (no object row) reads "".  Without attributes, @o gets the "not given"
+ * values: mode 0, uid and gid (uint32_t)-1, attr_mtime 0.
  */
 static int object_from_row(sqlite3_stmt *st, int col, const char *key,
 			   struct meta_object *o)
@@ -582,6 +781,8 @@ static int object_from_row(sqlite3_stmt *st, int col, const char *key,
 	o->checked_ms = sqlite3_column_int64(st, col + 3);
 	o->expires_ms = sqlite3_column_int64(st, col + 4);
 	o->atime_ms = sqlite3_column_int64(st, col + 5);
+	attrs_from_row(st, col + 6, &o->has_attrs, &o->mode, &o->uid, &o->gid,
+		       &o->attr_mtime);
 	return 0;
 }
 
@@ -606,12 +807,18 @@ int meta_object_get(struct meta *m, const char *key, struct meta_object *out)
 	return rc;
 }
 
-/* Upsert the object (@prefix @name) and drop its negative entry. */
+/*
+ * Upsert the object (@prefix @name) and drop its negative entry.  With
+ * @attrs NULL or without has_attrs, an existing row keeps its attributes
+ * when its ETag is @etag and loses them (has_attrs 0) otherwise.
+ */
 static int put_object(struct meta *m, const char *prefix, const char *name,
 		      const char *etag, uint64_t size, int64_t mtime,
-		      int64_t checked_ms, int64_t expires_ms, int64_t atime_ms)
+		      int64_t checked_ms, int64_t expires_ms, int64_t atime_ms,
+		      const struct meta_object *attrs)
 {
 	sqlite3_stmt *st = m->st[ST_OBJ_PUT];
+	bool has = attrs && attrs->has_attrs;
 	int rc;
 
 	bind_str(m, st, 1, prefix);
@@ -622,6 +829,12 @@ static int put_object(struct meta *m, const char *prefix, const char *name,
 	bind_i64(m, st, 6, checked_ms);
 	bind_i64(m, st, 7, expires_ms);
 	bind_i64(m, st, 8, atime_ms);
+	/* rows without attributes hold the "not given" values */
+	bind_i64(m, st, 9, has);
+	bind_i64(m, st, 10, has ? attrs->mode : 0);
+	bind_i64(m, st, 11, has ? attrs->uid : (uint32_t)-1);
+	bind_i64(m, st, 12, has ? attrs->gid : (uint32_t)-1);
+	bind_i64(m, st, 13, has ? attrs->attr_mtime : 0);
 	rc = step(m, st, "put object", name);
 	if (rc < 0)
 		return rc;
@@ -640,7 +853,7 @@ int meta_object_put(struct meta *m, const struct meta_object *o)
 	if (rc == 0)
 		rc = tx_end(m, put_object(m, "", o->key, o->etag, o->size,
 					  o->mtime, o->checked_ms,
-					  o->expires_ms, o->atime_ms));
+					  o->expires_ms, o->atime_ms, o));
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
@@ -770,7 +983,8 @@ int meta_listing_put(struct meta *m, const char *dir, int64_t fetched_ms,
 		if (!e[i].is_dir) {
 			/* also drops the negative; atime 0 keeps the row's */
 			rc = put_object(m, dir, e[i].name, e[i].etag, e[i].size,
-					e[i].mtime, fetched_ms, expires_ms, 0);
+					e[i].mtime, fetched_ms, expires_ms, 0,
+					NULL);
 		} else {
 			st = m->st[ST_NEG_DELETE];
 			bind_str(m, st, 1, dir);
@@ -832,6 +1046,8 @@ int meta_listing_get(struct meta *m, const char *dir, int64_t *expires_ms,
 				e.etag = "";
 			e.size = (uint64_t)sqlite3_column_int64(st, 3);
 			e.mtime = sqlite3_column_int64(st, 4);
+			attrs_from_row(st, 5, &e.has_attrs, &e.mode, &e.uid,
+				       &e.gid, &e.attr_mtime);
 		}
 		if (rc == 0)
 			rc = fn(ctx, &e);
@@ -893,6 +1109,91 @@ out:
 int meta_listing_expire(struct meta *m, const char *dir)
 {
 	return run_key(m, ST_LIST_EXPIRE, dir, "expire listing");
+}
+
+int meta_entry_add(struct meta *m, const char *dir, const char *name,
+		   bool is_dir)
+{
+	sqlite3_stmt *st = m->st[ST_ENT_ADD];
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	bind_str(m, st, 1, dir);
+	bind_str(m, st, 2, name);
+	bind_i64(m, st, 3, is_dir);
+	rc = step(m, st, "add entry", name);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int meta_entry_remove(struct meta *m, const char *dir, const char *name)
+{
+	sqlite3_stmt *st = m->st[ST_ENT_REMOVE];
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	bind_str(m, st, 1, dir);
+	bind_str(m, st, 2, name);
+	rc = step(m, st, "remove entry", name);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+/*
+ * Bind ?1 and ?2 of a PREFIX_RANGE statement to select the strings that
+ * start with @prefix.  ?2 is @prefix with its last byte that is not 0xff
+ * incremented and what follows that byte dropped, which @end has room
+ * for; when there is no such byte (@prefix is "" or all 0xff), an empty
+ * BLOB, since SQLite sorts every TEXT value below every BLOB.
+ */
+static void bind_prefix(struct meta *m, sqlite3_stmt *st, const char *prefix,
+			char *end)
+{
+	size_t len = strlen(prefix);
+	int src;
+
+	bind_str(m, st, 1, prefix);
+	while (len > 0 && (unsigned char)prefix[len - 1] == 0xff)
+		len--;
+	if (len == 0) {
+		src = sqlite3_bind_zeroblob(st, 2, 0);
+		if (src != SQLITE_OK && m->bind_rc == SQLITE_OK)
+			m->bind_rc = src;
+		return;
+	}
+	memcpy(end, prefix, len - 1);
+	end[len - 1] = (char)((unsigned char)prefix[len - 1] + 1);
+	end[len] = '\0';
+	bind_str(m, st, 2, end);
+}
+
+int meta_forget_prefix(struct meta *m, const char *prefix)
+{
+	static const enum stmt_id ids[] = { ST_FORGET_OBJECTS,
+					    ST_FORGET_LISTINGS,
+					    ST_FORGET_ENTRIES,
+					    ST_FORGET_NEGATIVES };
+	char *end;
+	size_t i;
+	int rc;
+
+	/* the range's end: no longer than @prefix */
+	end = malloc(strlen(prefix) + 1);
+	if (!end)
+		return -ENOMEM;
+	pthread_mutex_lock(&m->lock);
+	rc = tx_begin(m);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < sizeof(ids) / sizeof(ids[0]) && rc == 0; i++) {
+		bind_prefix(m, m->st[ids[i]], prefix, end);
+		rc = run(m, ids[i], "forget prefix", prefix);
+	}
+	rc = tx_end(m, rc);
+out:
+	pthread_mutex_unlock(&m->lock);
+	free(end);
+	return rc;
 }
 
 int meta_chunk_put(struct meta *m, const struct meta_chunk *c)
@@ -986,6 +1287,155 @@ int meta_chunk_scan_other(struct meta *m, const char *key, const char *etag,
 	bind_str(m, st, 1, key);
 	bind_str(m, st, 2, etag);
 	rc = scan_chunks(m, st, fn, ctx, key);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+void meta_staged_release(struct meta_staged *s)
+{
+	if (!s)
+		return;
+	free(s->key);
+	free(s->base_etag);
+	free(s->local);
+	free(s->upload_id);
+	memset(s, 0, sizeof(*s));
+}
+
+/* Bind the fields of @s but its id to ?2.. of ST_STAGED_ADD or _UPDATE. */
+static void bind_staged(struct meta *m, sqlite3_stmt *st,
+			const struct meta_staged *s)
+{
+	bind_str(m, st, 2, s->key);
+	bind_str(m, st, 3, s->base_etag);
+	bind_i64(m, st, 4, (int64_t)s->base_size);
+	bind_blob(m, st, 5, s->local, s->local_len);
+	bind_i64(m, st, 6, s->mode);
+	bind_i64(m, st, 7, s->uid);
+	bind_i64(m, st, 8, s->gid);
+	bind_i64(m, st, 9, s->mtime);
+	bind_str(m, st, 10, s->upload_id);
+	bind_i64(m, st, 11, s->created_ms);
+}
+
+int meta_staged_add(struct meta *m, struct meta_staged *s)
+{
+	sqlite3_stmt *st = m->st[ST_STAGED_ADD];
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	bind_staged(m, st, s);
+	rc = step_unique(m, st, "add staged", s->key);
+	if (rc == 0)
+		s->id = sqlite3_last_insert_rowid(m->db);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int meta_staged_update(struct meta *m, const struct meta_staged *s)
+{
+	sqlite3_stmt *st = m->st[ST_STAGED_UPDATE];
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	bind_i64(m, st, 1, s->id);
+	bind_staged(m, st, s);
+	rc = step_unique(m, st, "update staged", s->key);
+	if (rc == 0 && sqlite3_changes(m->db) == 0)
+		rc = -ENOENT;
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int meta_staged_delete(struct meta *m, int64_t id)
+{
+	sqlite3_stmt *st = m->st[ST_STAGED_DELETE];
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	bind_i64(m, st, 1, id);
+	rc = run(m, ST_STAGED_DELETE, "delete staged", NULL);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+/* A copy of @st's column @i (a string, or NULL), into *out: 0 or -ENOMEM. */
+static int column_dup(sqlite3_stmt *st, int i, char **out)
+{
+	const char *s;
+	int rc;
+
+	rc = column_str(st, i, &s);
+	if (rc < 0)
+		return rc;
+	*out = NULL;
+	if (s) {
+		*out = strdup(s);
+		if (!*out)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * Fill @s from the row of ST_STAGED_SCAN (id, then STAGED_COLUMNS): 0, or
+ * -ENOMEM with @s released.
+ */
+static int staged_from_row(sqlite3_stmt *st, struct meta_staged *s)
+{
+	const void *blob;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->id = sqlite3_column_int64(st, 0);
+	rc = column_dup(st, 1, &s->key);
+	if (rc == 0)
+		rc = column_dup(st, 2, &s->base_etag);
+	if (rc == 0)
+		rc = column_dup(st, 9, &s->upload_id);
+	if (rc < 0)
+		goto out;
+	/* _blob() before _bytes(); a zero-length BLOB reads NULL too */
+	blob = sqlite3_column_blob(st, 4);
+	s->local_len = (size_t)sqlite3_column_bytes(st, 4);
+	if (s->local_len) {
+		s->local = malloc(s->local_len);
+		if (!blob || !s->local) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		memcpy(s->local, blob, s->local_len);
+	}
+	s->base_size = (uint64_t)sqlite3_column_int64(st, 3);
+	s->mode = (uint32_t)sqlite3_column_int64(st, 5);
+	s->uid = (uint32_t)sqlite3_column_int64(st, 6);
+	s->gid = (uint32_t)sqlite3_column_int64(st, 7);
+	s->mtime = sqlite3_column_int64(st, 8);
+	s->created_ms = sqlite3_column_int64(st, 10);
+out:
+	if (rc < 0)
+		meta_staged_release(s);
+	return rc;
+}
+
+int meta_staged_scan(struct meta *m, meta_staged_fn fn, void *ctx)
+{
+	sqlite3_stmt *st = m->st[ST_STAGED_SCAN];
+	struct meta_staged s;
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	while ((rc = step(m, st, "scan staged", NULL)) == 1) {
+		/* a copy: the callback cannot scribble on SQLite's buffers */
+		rc = staged_from_row(st, &s);
+		if (rc == 0)
+			rc = fn(ctx, &s);
+		meta_staged_release(&s);
+		if (rc < 0) {
+			finish(m, st);
+			break;
+		}
+	}
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }
