@@ -1210,36 +1210,6 @@ static int merge_staged(struct vfs *v, struct list_ctx *lc)
 	return rc;
 }
 
-/*
- * LIST carries no user metadata, and a file of up to SYMLINK_MAX bytes may
- * be a symbolic link (s3fs stores a link's target as its body): learn the
- * attributes of such small files with a HEAD, once per version.
- */
-static void learn_small(struct vfs *v, struct list_ctx *lc)
-{
-	size_t i;
-
-	for (i = 0; i < lc->n; i++) {
-		struct dirent_snap *e = &lc->e[i];
-		struct found f = { 0 };
-		char *key = NULL;
-
-		if (e->is_dir || e->x.known || e->size == 0 ||
-		    e->size > SYMLINK_MAX || is_offline(v))
-			continue;
-		if (asprintf(&key, "%s%s", lc->dir, e->name) < 0)
-			return;
-		if (resolve_s3(v, key, &f) == 0 && !f.is_dir) {
-			e->x = f.x;
-			e->size = f.size;
-			if (f.etag && set_str(&e->etag, f.etag) < 0)
-				e->x.known = false;
-		}
-		free(f.etag);
-		free(key);
-	}
-}
-
 int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 {
 	struct list_ctx lc = { 0 };
@@ -1256,7 +1226,6 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 	rc = merge_staged(v, &lc);
 	if (rc < 0)
 		goto out;
-	learn_small(v, &lc);
 	d = calloc(1, sizeof(*d));
 	if (!d) {
 		rc = -ENOMEM;

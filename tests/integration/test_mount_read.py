@@ -274,9 +274,9 @@ def test_32_concurrent_readers(mount, s3, bucket, read_opts):
 
 # ---- writes are refused ---------------------------------------------------------------
 
-def test_writes_refused_with_erofs(mount, s3, bucket):
+def test_ro_mount_refuses_writes_with_erofs(mount, s3, bucket):
     put_many(s3, bucket, {"w/existing": b"hello", "w/emptydir/": b"", "w/dir/x": b"x"})
-    m = mount(bucket)
+    m = mount(bucket, ro=True)
     w = m.path / "w"
 
     def erofs(what, fn):
