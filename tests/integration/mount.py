@@ -493,3 +493,33 @@ class MountFactory:
         if self.watchdog_fired:
             problems.insert(0, f"watchdog: the test ran past {TEST_DEADLINE}s; its daemons were killed")
         return problems
+
+
+# ---- what reached the bucket (write tests) ---------------------------------------
+
+def s3_body(s3, bucket, key):
+    """The object's bytes through boto3, or None when there is no such key."""
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def s3_keys(s3, bucket, prefix=""):
+    """Every key under prefix, sorted (all pages)."""
+    out = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        out += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(out)
+
+
+def s3_meta(s3, bucket, key):
+    """head_object's user metadata ({'mode': ..., 'uid': ...}), or None."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+    except ClientError as e:
+        if e.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+            return None
+        raise
