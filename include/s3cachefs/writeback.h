@@ -38,6 +38,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "s3cachefs/s3.h"
+
 struct s3;
 struct meta;
 struct cache;
@@ -48,6 +50,18 @@ struct wb_attrs {
 	uint32_t uid, gid;
 	int64_t mtime; /* seconds; 0: now */
 };
+
+/*
+ * The user metadata s3fs stores attributes in (x-amz-meta-mode, -uid,
+ * -gid, -mtime, decimal), built in this one place for every upload, copy
+ * and marker.  wb_attrs_meta() fills @out; out->meta/out->n point into it.
+ */
+struct wb_meta {
+	struct s3_meta meta[4];
+	char val[4][24];
+	size_t n;
+};
+void wb_attrs_meta(const struct wb_attrs *a, struct wb_meta *out);
 
 /* What an upload produced, passed to @done.  Strings borrowed. */
 struct wb_result {

@@ -662,14 +662,18 @@ static int materialize(struct wb *w, struct wb_file *f, uint64_t from,
 	return rc;
 }
 
-static int add_meta(struct s3_meta *m, size_t *n, char *val, size_t len,
-		    const char *name, long long v)
+void wb_attrs_meta(const struct wb_attrs *a, struct wb_meta *out)
 {
-	snprintf(val, len, "%lld", v);
-	m[*n].name = (char *)name;
-	m[*n].value = val;
-	(*n)++;
-	return 0;
+	static const char *const names[4] = { "mode", "uid", "gid", "mtime" };
+	const long long v[4] = { a->mode, a->uid, a->gid, (long long)a->mtime };
+	size_t i;
+
+	for (i = 0; i < 4; i++) {
+		snprintf(out->val[i], sizeof(out->val[i]), "%lld", v[i]);
+		out->meta[i].name = (char *)names[i];
+		out->meta[i].value = out->val[i];
+	}
+	out->n = 4;
 }
 
 /* Record the multipart upload in progress (under f->lock). */
@@ -854,9 +858,8 @@ static void publish(struct wb *w, const struct snapshot *sn, const char *etag)
 /* Upload @f if dirty (or always with @force).  f->up taken here. */
 static int upload(struct wb *w, struct wb_file *f, bool force)
 {
-	char vmode[24], vuid[24], vgid[24], vmtime[24];
-	struct s3_meta meta[4];
-	struct s3_put_opts opts = { .meta = meta };
+	struct wb_meta wm;
+	struct s3_put_opts opts = { 0 };
 	struct snapshot sn = { 0 };
 	char *etag = NULL;
 	bool copies = false;
@@ -905,12 +908,9 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 		pthread_mutex_unlock(&f->lock);
 		goto out;
 	}
-	add_meta(meta, &opts.n_meta, vmode, sizeof(vmode), "mode",
-		 sn.attrs.mode);
-	add_meta(meta, &opts.n_meta, vuid, sizeof(vuid), "uid", sn.attrs.uid);
-	add_meta(meta, &opts.n_meta, vgid, sizeof(vgid), "gid", sn.attrs.gid);
-	add_meta(meta, &opts.n_meta, vmtime, sizeof(vmtime), "mtime",
-		 sn.attrs.mtime);
+	wb_attrs_meta(&sn.attrs, &wm);
+	opts.meta = wm.meta;
+	opts.n_meta = wm.n;
 	if (copies) {
 		rc = upload_with_copies(w, f, &sn, &opts, &etag);
 	} else {

@@ -2171,13 +2171,13 @@ static int new_entry(struct vfs *v, uint64_t parent, const char *name,
 	return rc;
 }
 
-static void put_meta(struct s3_meta *m, char (*val)[24], size_t *n,
-		     const char *name, long long value)
+static void xattrs_meta(const struct xattrs *x, struct wb_meta *out)
 {
-	snprintf(val[*n], sizeof(val[*n]), "%lld", value);
-	m[*n].name = (char *)name;
-	m[*n].value = val[*n];
-	(*n)++;
+	struct wb_attrs a = {
+		.mode = x->mode, .uid = x->uid, .gid = x->gid, .mtime = x->mtime
+	};
+
+	wb_attrs_meta(&a, out);
 }
 
 /* PUT a small object @key with @data and attributes @x. */
@@ -2185,16 +2185,14 @@ static int put_small(struct vfs *v, const char *key, const void *data,
 		     size_t len, const struct xattrs *x,
 		     const char *content_type, char **etag)
 {
-	struct s3_meta m[4];
-	char val[4][24];
-	struct s3_put_opts opts = { .meta = m, .content_type = content_type };
+	struct wb_meta wm;
+	struct s3_put_opts opts = { .content_type = content_type };
 	struct s3_body body = { .data = data, .fd = -1, .len = len };
 	int rc;
 
-	put_meta(m, val, &opts.n_meta, "mode", x->mode);
-	put_meta(m, val, &opts.n_meta, "uid", x->uid);
-	put_meta(m, val, &opts.n_meta, "gid", x->gid);
-	put_meta(m, val, &opts.n_meta, "mtime", x->mtime);
+	xattrs_meta(x, &wm);
+	opts.meta = wm.meta;
+	opts.n_meta = wm.n;
 	rc = s3_put(v->s3, key, &body, &opts, etag);
 	note_s3(v, rc);
 	return rc;
@@ -2347,9 +2345,8 @@ static int copy_attrs(struct vfs *v, uint64_t ino, const char *key, bool is_dir,
 		      const struct vfs_setattr *sa, struct xattrs *x_out)
 {
 	struct s3_object_info info = { 0 };
-	struct s3_meta m[4];
-	char val[4][24];
-	struct s3_copy_opts opts = { .replace_meta = true, .meta = m };
+	struct wb_meta wm;
+	struct s3_copy_opts opts = { .replace_meta = true };
 	struct xattrs x;
 	struct meta_object o = { 0 };
 	char *etag = NULL, *dkey = NULL;
@@ -2387,10 +2384,9 @@ static int copy_attrs(struct vfs *v, uint64_t ino, const char *key, bool is_dir,
 			       &etag);
 		goto done;
 	}
-	put_meta(m, val, &opts.n_meta, "mode", x.mode);
-	put_meta(m, val, &opts.n_meta, "uid", x.uid);
-	put_meta(m, val, &opts.n_meta, "gid", x.gid);
-	put_meta(m, val, &opts.n_meta, "mtime", x.mtime);
+	xattrs_meta(&x, &wm);
+	opts.meta = wm.meta;
+	opts.n_meta = wm.n;
 	opts.content_type = info.content_type;
 	opts.if_match = info.etag;
 	rc = s3_copy(v->s3, key, key, &opts, &etag);
