@@ -829,9 +829,13 @@ async function writeAtomic(dest, content) {
   // gone before the pipeline was attached (an IncomingMessage that closed
   // incomplete does not always tell a late pipeline).
   const gone = () => content.complete === false && (content.destroyed || content.aborted);
+  // pipeline() can report an early failure before the file stream has even
+  // opened tmp; unlinking then would run ahead of the open and leave tmp
+  // behind, so the cleanup waits for the stream's 'close'.
+  const out = fs.createWriteStream(tmp);
+  const outClosed = new Promise(resolve => out.once('close', resolve));
   try {
     await new Promise((resolve, reject) => {
-      const out = fs.createWriteStream(tmp);
       pipeline(content, tap, out, err => (err ? reject(err) : resolve()));
       const check = () => {
         if (gone()) tap.destroy(new Error('the client closed the request before its body ended'));
@@ -845,6 +849,8 @@ async function writeAtomic(dest, content) {
     await fs.promises.rename(tmp, dest);
     return [size, md5hex];
   } catch (err) {
+    out.destroy();
+    await outClosed;
     await fs.promises.unlink(tmp).catch(() => {});
     throw err;
   }
