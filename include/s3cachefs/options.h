@@ -54,7 +54,7 @@ struct options {
 	uint64_t parallel;	      /* parallel=N */
 	/* cache */
 	char *cache_dir;	 /* cache_dir=DIR; none: the per-user default */
-	unsigned cache_mode;	 /* cache=persistent|ephemeral */
+	unsigned cache_mode;	 /* cache=persistent|ephemeral|memory */
 	uint64_t cache_size;	 /* cache_size=SIZE, the cap on disk use */
 	uint64_t cache_min_free; /* cache_min_free=SIZE left free on its fs */
 	uint64_t chunk_size;	 /* chunk_size=SIZE */
@@ -63,14 +63,34 @@ struct options {
 	uint64_t negative_ttl_ms; /* negative_ttl=DURATION */
 	uint64_t readahead;	  /* readahead=SIZE, largest window */
 	uint64_t prefetch;	  /* prefetch=N ranged GETs ahead of a reader */
+	unsigned validate;	  /* validate=ttl|always|never */
+	uint64_t cache_max_entries; /* cache_max_entries=N; 0: no limit */
+	uint64_t cache_max_age_ms;  /* cache_max_age=DURATION; 0: none */
+	unsigned encrypt;	    /* encrypt=none|aes-256-gcm|ephemeral */
+	char *key_file;		    /* key_file=FILE */
 	/* mount */
 	bool ro;	  /* ro: read-only mount */
 	bool allow_other; /* allow_other: other users may access */
+	int64_t uid;	  /* uid=USER; -1: unset */
+	int64_t gid;	  /* gid=GROUP; -1: unset */
+	int64_t umask;	  /* umask=OCTAL; -1: unset */
+	bool nonempty;	  /* nonempty: mount over a non-empty folder */
+	char *config;	  /* config=FILE (main reads it first) */
 	/* logging */
 	unsigned log_level; /* log_level=error|warn|info|debug|trace */
 };
 
-enum opt_cache_mode { OPT_CACHE_PERSISTENT, OPT_CACHE_EPHEMERAL };
+enum opt_cache_mode {
+	OPT_CACHE_PERSISTENT,
+	OPT_CACHE_EPHEMERAL,
+	OPT_CACHE_MEMORY
+};
+enum opt_encrypt {
+	OPT_ENCRYPT_NONE,
+	OPT_ENCRYPT_AES256GCM,
+	OPT_ENCRYPT_EPHEMERAL
+};
+enum opt_validate { OPT_VALIDATE_TTL, OPT_VALIDATE_ALWAYS, OPT_VALIDATE_NEVER };
 
 /*
  * zlib level of the compress= choice @index: 0 for none, 6 for plain

@@ -19,6 +19,8 @@
  * control characters replaced, so it cannot forge further log lines.
  */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -52,6 +54,8 @@ enum opt_type {
 	OPT_DURATION, /* uint64_t milliseconds, parse_duration_ms */
 	OPT_UINT,     /* uint64_t, decimal */
 	OPT_ENUM,     /* unsigned index into choices */
+	OPT_ID,	      /* int64_t user or group id, -1 unset; number or name */
+	OPT_MODE,     /* int64_t permission bits 0..0777, -1 unset; octal */
 };
 
 struct opt_def {
@@ -85,10 +89,15 @@ struct opt_def {
 #define O_DURATION(f) .type = OPT_DURATION, .off = FIELD(f, uint64_t)
 #define O_UINT(f) .type = OPT_UINT, .off = FIELD(f, uint64_t)
 #define O_ENUM(f, c) .type = OPT_ENUM, .off = FIELD(f, unsigned), .choices = (c)
+#define O_ID(f, a) .type = OPT_ID, .off = FIELD(f, int64_t), .arg = (a)
+#define O_MODE(f) .type = OPT_MODE, .off = FIELD(f, int64_t), .arg = "OCTAL"
 
 static const char *const signing_names[] = { "auto", "always", "never", NULL };
 static const char *const cache_mode_names[] = { "persistent", "ephemeral",
-						NULL };
+						"memory", NULL };
+static const char *const encrypt_names[] = { "none", "aes-256-gcm", "ephemeral",
+					     NULL };
+static const char *const validate_names[] = { "ttl", "always", "never", NULL };
 static const char *const compress_names[] = { "none",	"zlib",	  "zlib:1",
 					      "zlib:2", "zlib:3", "zlib:4",
 					      "zlib:5", "zlib:6", "zlib:7",
@@ -100,6 +109,15 @@ static const char *const level_names[] = { "error", "warn",  "info",
 _Static_assert(OPT_SIGN_AUTO == 0 && OPT_SIGN_ALWAYS == 1 &&
 		       OPT_SIGN_NEVER == 2,
 	       "signing_names order");
+_Static_assert(OPT_CACHE_PERSISTENT == 0 && OPT_CACHE_EPHEMERAL == 1 &&
+		       OPT_CACHE_MEMORY == 2,
+	       "cache_mode_names order");
+_Static_assert(OPT_ENCRYPT_NONE == 0 && OPT_ENCRYPT_AES256GCM == 1 &&
+		       OPT_ENCRYPT_EPHEMERAL == 2,
+	       "encrypt_names order");
+_Static_assert(OPT_VALIDATE_TTL == 0 && OPT_VALIDATE_ALWAYS == 1 &&
+		       OPT_VALIDATE_NEVER == 2,
+	       "validate_names order");
 _Static_assert(LOG_LVL_ERROR == 0 && LOG_LVL_WARN == 1 && LOG_LVL_INFO == 2 &&
 		       LOG_LVL_DEBUG == 3 && LOG_LVL_TRACE == 4,
 	       "level_names order");
@@ -226,7 +244,8 @@ static const struct opt_def opt_table[] = {
 	  O_ENUM(cache_mode, cache_mode_names),
 	  .def = "persistent",
 	  .group = "cache",
-	  .help = "ephemeral: a private temporary folder removed at unmount" },
+	  .help = "ephemeral: a private temporary folder removed at unmount; "
+		  "memory: the same in RAM (/dev/shm)" },
 	{ .name = "cache_size",
 	  O_SIZE(cache_size),
 	  .def = "10G",
@@ -269,6 +288,37 @@ static const struct opt_def opt_table[] = {
 	  .max = 365 * 24 * MS_PER_HOUR,
 	  .group = "cache",
 	  .help = "trust \"no such file\" this long" },
+	{ .name = "validate",
+	  O_ENUM(validate, validate_names),
+	  .def = "ttl",
+	  .group = "cache",
+	  .help = "when an open checks the ETag: after meta_ttl, at every "
+		  "open, or never" },
+	{ .name = "cache_max_entries",
+	  O_UINT(cache_max_entries),
+	  .def = "0",
+	  .min = 0,
+	  .max = NO_MAX,
+	  .group = "cache",
+	  .help = "most objects with cached data; 0: no limit" },
+	{ .name = "cache_max_age",
+	  O_DURATION(cache_max_age_ms),
+	  .def = "0",
+	  .min = 0,
+	  .max = NO_MAX,
+	  .group = "cache",
+	  .help = "drop cached data unused this long; 0: never" },
+	{ .name = "encrypt",
+	  O_ENUM(encrypt, encrypt_names),
+	  .def = "none",
+	  .group = "cache",
+	  .help = "encrypt chunks and staging files; ephemeral: with a key "
+		  "made for this mount, cache wiped at unmount" },
+	{ .name = "key_file",
+	  O_STRING(key_file, "FILE"),
+	  .group = "cache",
+	  .help = "32-byte key (raw or 64 hex digits) for encrypt=aes-256-gcm; "
+		  "none: $S3CACHEFS_ENCRYPTION_KEY" },
 	{ .name = "readahead",
 	  O_SIZE(readahead),
 	  .def = "64M",
@@ -294,6 +344,32 @@ static const struct opt_def opt_table[] = {
 	  .def = "no",
 	  .group = "mount",
 	  .help = "let users other than the mounting one access the mount" },
+	{ .name = "uid",
+	  O_ID(uid, "USER"),
+	  .group = "mount",
+	  .help = "owner of files without x-amz-meta-uid; none: the "
+		  "mounting user" },
+	{ .name = "gid",
+	  O_ID(gid, "GROUP"),
+	  .group = "mount",
+	  .help = "group of files without x-amz-meta-gid; none: the "
+		  "mounting user's" },
+	{ .name = "umask",
+	  O_MODE(umask),
+	  .group = "mount",
+	  .help = "permission bits cleared from every mode shown; none: "
+		  "modes as stored (else 0644 and 0755)" },
+	{ .name = "nonempty",
+	  O_BOOL(nonempty),
+	  .def = "no",
+	  .group = "mount",
+	  .help = "allow mounting over a folder that is not empty" },
+	{ .name = "config",
+	  O_STRING(config, "FILE"),
+	  .group = "mount",
+	  .help = "config file of name = value lines, read before the "
+		  "environment and -o; none: /etc/s3cachefs.conf when it "
+		  "exists" },
 	/* logging */
 	{ .name = "log_level",
 	  O_ENUM(log_level, level_names),
@@ -500,6 +576,64 @@ static int parse_number(const struct opt_def *d, const char *name,
 	return 0;
 }
 
+/* Octal digits only, at most 0777 ("022", "0077"). */
+static int parse_octal(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (*s == '\0')
+		return -EINVAL;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '7')
+			return -EINVAL;
+		v = v * 8 + (uint64_t)(*s - '0');
+		if (v > 0777)
+			return -ERANGE;
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * A user (uid=) or group (gid=) id: a number, or a name looked up in the
+ * passwd or group database.  "" unsets it (-1).
+ */
+static int parse_id(const struct opt_def *d, const char *name,
+		    const char *value, const struct origin *at, struct buf *err,
+		    int64_t *out)
+{
+	char shown[SHOW_MAX + 4];
+	uint64_t v;
+
+	if (*value == '\0') {
+		*out = -1;
+		return 0;
+	}
+	if (parse_uint(value, 0, UINT32_MAX - 1, &v) == 0) {
+		*out = (int64_t)v;
+		return 0;
+	}
+	if (strcmp(d->name, "uid") == 0) {
+		struct passwd *pw = getpwnam(value);
+
+		if (pw) {
+			*out = pw->pw_uid;
+			return 0;
+		}
+	} else {
+		struct group *gr = getgrnam(value);
+
+		if (gr) {
+			*out = gr->gr_gid;
+			return 0;
+		}
+	}
+	show(value, SIZE_MAX, shown);
+	fail(err, at, "option '%s': '%s' is no %s id or name", name, shown,
+	     strcmp(d->name, "uid") == 0 ? "user" : "group");
+	return -EINVAL;
+}
+
 /*
  * Validate @value for the option @d (an alias already resolved), called
  * @name by the user, and store it.  @value NULL is the bare word.
@@ -545,6 +679,24 @@ static int set_value(struct options *o, const struct opt_def *d,
 		if (rc == 0)
 			*(uint64_t *)field(o, d) = v;
 		return rc;
+	case OPT_ID:
+		return parse_id(d, name, value, at, err,
+				(int64_t *)field(o, d));
+	case OPT_MODE:
+		if (*value == '\0') {
+			*(int64_t *)field(o, d) = -1;
+			return 0;
+		}
+		if (parse_octal(value, &v) < 0) {
+			show(value, SIZE_MAX, shown);
+			fail(err, at,
+			     "option '%s': '%s' is not an octal mode "
+			     "(0-0777)",
+			     name, shown);
+			return -EINVAL;
+		}
+		*(int64_t *)field(o, d) = (int64_t)v;
+		return 0;
 	case OPT_ENUM:
 		for (i = 0; d->choices[i]; i++) {
 			if (strcasecmp(value, d->choices[i]) == 0) {
@@ -585,6 +737,9 @@ int options_init(struct options *o)
 	memset(o, 0, sizeof(*o));
 	for (i = 0; i < N_OPTS; i++) {
 		const struct opt_def *d = &opt_table[i];
+
+		if (d->type == OPT_ID || d->type == OPT_MODE)
+			*(int64_t *)field(o, d) = -1; /* unset */
 
 		if (d->alias_of || !d->def)
 			continue;
@@ -821,6 +976,10 @@ static void format_usage(const struct opt_def *d, char *out, size_t size)
 	case OPT_ENUM:
 		format_choices(r, "|", choices, sizeof(choices));
 		snprintf(out, size, "%s=%s", d->name, choices);
+		break;
+	case OPT_ID:
+	case OPT_MODE:
+		snprintf(out, size, "%s=%s", d->name, r->arg);
 		break;
 	}
 }
