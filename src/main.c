@@ -4,7 +4,10 @@
  *   s3cachefs BUCKET[:/PREFIX] MOUNTPOINT [-f] [-d] [-o OPT[,OPT...]]...
  *
  * Options are applied in this order, the last one winning: the table's
- * defaults, S3CACHEFS_* environment variables, then each -o list in turn.
+ * defaults, the config file (config= from the environment or -o, else
+ * ~/.config/s3cachefs/config for a user, else /etc/s3cachefs.conf, when
+ * it exists), S3CACHEFS_* environment variables, then each -o list in
+ * turn.
  * The generic options mount(8) and fstab pass (rw, nosuid, _netdev, ...) are
  * accepted; nosuid, nodev and noexec reach the kernel, the rest is dropped.
  *
@@ -27,10 +30,18 @@
  * and tells the parent, which then exits 0.  If the child exits first, the
  * parent exits with its status.
  *
+ * The mount point must exist, be a folder, not be mounted on already, and
+ * be empty (unless -o nonempty); a dead FUSE mount there is named as such.
+ * The process runs with umask 077: the cache folder is made 0700 (also
+ * when it exists with wider bits) and every file in it is 0600.
+ * cache=memory puts the cache in a private folder of /dev/shm (RAM),
+ * removed at exit, with no free-space floor: cache_size is its limit.
+ *
  * S3 unreachable at startup: when the cache folder already holds a metadata
  * store, the mount goes on with a warning and serves what is cached; with no
  * cache to serve, it is fatal.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -63,6 +74,9 @@
 #include "s3cachefs/vfs.h"
 
 #define PROG "s3cachefs"
+#define DEFAULT_CONFIG "/etc/s3cachefs.conf"
+/* cache=memory: a private folder on this tmpfs (RAM) */
+#define MEMORY_DIR "/dev/shm"
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
 
@@ -72,6 +86,10 @@
 #define CACHE_ID_LEN 12
 
 extern char **environ;
+
+/* S3CACHEFS_* variables that are not options: the key is a secret. */
+static const char *const ignored_env[] = { "S3CACHEFS_ENCRYPTION_KEY",
+					   "S3CACHEFS_BIN", NULL };
 
 /*
  * Mount options of mount(8) and fstab that mean nothing here: accepted and
@@ -92,6 +110,8 @@ struct args {
 	char *mountpoint; /* owned, absolute */
 	bool foreground, debug;
 	bool nosuid, nodev, noexec;
+	char **lists; /* owned: the -o lists in order (strings borrowed) */
+	size_t n_lists;
 };
 
 /* Everything built, torn down in reverse by app_release(). */
@@ -282,9 +302,176 @@ static int apply_opt_list(struct options *o, struct args *a, const char *list,
 }
 
 /*
+ * Undo the octal escapes of a /proc/self/mountinfo field ("\040" for a
+ * space), in place.
+ */
+static void unescape_mountinfo(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				      (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = '\0';
+}
+
+/*
+ * The file system type mounted on @path (a realpath), copied into @type;
+ * false when nothing is mounted there.
+ */
+static bool mounted_on(const char *path, char *type, size_t size)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, *save, *tok, *mnt = NULL, *dash;
+	size_t cap = 0;
+	bool found = false;
+	int i;
+
+	if (!f)
+		return false;
+	while (!found && getline(&line, &cap, f) > 0) {
+		/* id parent major:minor root MOUNTPOINT ... - TYPE ... */
+		dash = strstr(line, " - ");
+		tok = strtok_r(line, " ", &save);
+		for (i = 0; tok && i < 4; i++)
+			tok = strtok_r(NULL, " ", &save);
+		mnt = tok;
+		if (!mnt || !dash)
+			continue;
+		unescape_mountinfo(mnt);
+		if (strcmp(mnt, path) != 0)
+			continue;
+		found = true;
+		tok = strtok_r(dash + 3, " ", &save);
+		snprintf(type, size, "%s", tok ? tok : "?");
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/*
+ * Refuse a mount point that is already mounted on, or that holds files
+ * (which the mount would hide) unless -o nonempty.  0 or EXIT_FAIL.
+ */
+static int check_mountpoint(struct app *app)
+{
+	char type[64];
+	struct dirent *e;
+	DIR *d;
+	bool empty = true;
+
+	if (mounted_on(app->a.mountpoint, type, sizeof(type))) {
+		log_error("mount point '%s' is busy: a %s file system is "
+			  "already mounted there",
+			  app->a.mountpoint, type);
+		return EXIT_FAIL;
+	}
+	if (app->o.nonempty)
+		return 0;
+	d = opendir(app->a.mountpoint);
+	if (!d) {
+		log_error("mount point '%s': %s", app->a.mountpoint,
+			  strerror(errno));
+		return EXIT_FAIL;
+	}
+	while (empty && (e = readdir(d)))
+		empty = strcmp(e->d_name, ".") == 0 ||
+			strcmp(e->d_name, "..") == 0;
+	closedir(d);
+	if (!empty) {
+		log_error("mount point '%s' is not empty: the mount would "
+			  "hide its files (-o nonempty to mount anyway)",
+			  app->a.mountpoint);
+		return EXIT_FAIL;
+	}
+	return 0;
+}
+
+/*
  * Parse the command line into @app.  0 to go on, -1 when --help or
  * --version was answered (exit 0), or the exit status of an error.
  */
+/*
+ * The config file to read: config= from the environment or the -o lists
+ * (the last one wins), else the default when it exists.  *path is NULL
+ * for none; it is owned by the caller.
+ */
+static int find_config(struct app *app, char **path, struct buf *err)
+{
+	struct options probe;
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	char *def = NULL;
+	size_t i;
+	int rc;
+
+	*path = NULL;
+	rc = options_init(&probe);
+	if (rc == 0)
+		rc = options_load_env(&probe, environ, ignored_env, err);
+	for (i = 0; rc == 0 && i < app->a.n_lists; i++)
+		rc = apply_opt_list(&probe, &app->a, app->a.lists[i], err);
+	if (rc == 0 && probe.config) {
+		*path = probe.config;
+		probe.config = NULL;
+	} else if (rc == 0) {
+		/* root: /etc; a user: ~/.config/s3cachefs/config, else /etc */
+		if (geteuid() != 0 && xdg && xdg[0] == '/')
+			rc = asprintf(&def, "%s/s3cachefs/config", xdg);
+		else if (geteuid() != 0 && home && home[0] == '/')
+			rc = asprintf(&def, "%s/.config/s3cachefs/config",
+				      home);
+		rc = rc < 0 ? -ENOMEM : 0;
+		if (def && access(def, F_OK) == 0) {
+			*path = def;
+			def = NULL;
+		} else if (access(DEFAULT_CONFIG, F_OK) == 0 &&
+			   !(*path = strdup(DEFAULT_CONFIG))) {
+			rc = -ENOMEM;
+		}
+	}
+	if (rc == -ENOMEM)
+		buf_adds(err, "out of memory");
+	free(def);
+	options_release(&probe);
+	return rc;
+}
+
+/*
+ * Apply every source in order, the last one winning: the table's
+ * defaults, the config file, S3CACHEFS_* variables, the -o lists.
+ */
+static int apply_sources(struct app *app, struct buf *err)
+{
+	char *config = NULL;
+	size_t i;
+	int rc;
+
+	rc = find_config(app, &config, err);
+	if (rc == 0 && config) {
+		rc = options_load_file(&app->o, config, err);
+		if (rc == -ENOENT)
+			buf_addf(err, "config file '%s': %s", config,
+				 strerror(ENOENT));
+		else if (rc < 0 && rc != -EINVAL && rc != -ENOMEM)
+			buf_addf(err, "config file '%s': %s", config,
+				 strerror(-rc));
+	}
+	if (rc == 0)
+		rc = options_load_env(&app->o, environ, ignored_env, err);
+	for (i = 0; rc == 0 && i < app->a.n_lists; i++)
+		rc = apply_opt_list(&app->o, &app->a, app->a.lists[i], err);
+	free(config);
+	return rc;
+}
+
 static int parse_args(struct app *app, int argc, char **argv)
 {
 	static const struct option long_opts[] = {
@@ -297,12 +484,6 @@ static int parse_args(struct app *app, int argc, char **argv)
 	struct stat st;
 	int opt, rc = 0;
 
-	/* the environment first: -o lists override it */
-	if (options_load_env(&app->o, environ, NULL, &err) < 0) {
-		fprintf(stderr, PROG ": %s\n", buf_str(&err));
-		rc = EXIT_USAGE;
-		goto out;
-	}
 	opterr = 0; /* one line per failure: ours */
 	while ((opt = getopt_long(argc, argv, "fdo:hV", long_opts, NULL)) !=
 	       -1) {
@@ -314,15 +495,19 @@ static int parse_args(struct app *app, int argc, char **argv)
 			app->a.foreground = true;
 			app->a.debug = true;
 			break;
-		case 'o':
-			buf_reset(&err);
-			if (apply_opt_list(&app->o, &app->a, optarg, &err) <
-			    0) {
-				fprintf(stderr, PROG ": %s\n", buf_str(&err));
-				rc = EXIT_USAGE;
+		case 'o': {
+			char **l = realloc(app->a.lists,
+					   (app->a.n_lists + 1) * sizeof(*l));
+
+			if (!l) {
+				log_error("out of memory");
+				rc = EXIT_FAIL;
 				goto out;
 			}
+			app->a.lists = l;
+			l[app->a.n_lists++] = optarg;
 			break;
+		}
 		case 'h':
 			usage(stdout);
 			options_help(stdout);
@@ -353,12 +538,23 @@ static int parse_args(struct app *app, int argc, char **argv)
 				 "");
 		goto out;
 	}
+	if (apply_sources(app, &err) < 0) {
+		fprintf(stderr, PROG ": %s\n", buf_str(&err));
+		rc = EXIT_USAGE;
+		goto out;
+	}
 	rc = parse_source(argv[optind], &app->a);
 	if (rc != 0)
 		goto out;
 	if (stat(argv[optind + 1], &st) < 0) {
-		log_error("mount point '%s': %s", argv[optind + 1],
-			  strerror(errno));
+		if (errno == ENOTCONN)
+			log_error("mount point '%s' is a dead FUSE mount (its "
+				  "daemon is gone): unmount it first with "
+				  "'fusermount3 -u'",
+				  argv[optind + 1]);
+		else
+			log_error("mount point '%s': %s", argv[optind + 1],
+				  strerror(errno));
 		rc = EXIT_FAIL;
 		goto out;
 	}
@@ -375,6 +571,7 @@ static int parse_args(struct app *app, int argc, char **argv)
 		rc = EXIT_FAIL;
 		goto out;
 	}
+	rc = check_mountpoint(app);
 out:
 	buf_release(&err);
 	return rc;
@@ -547,7 +744,7 @@ static int make_absolute(char **path)
 /* Where the cache lives (not created): persistent folders only. */
 static int cache_dir_path(struct app *app)
 {
-	if (app->o.cache_mode == OPT_CACHE_EPHEMERAL)
+	if (app->o.cache_mode != OPT_CACHE_PERSISTENT)
 		return 0;
 	if (app->o.cache_dir && app->o.cache_dir[0]) {
 		app->cache_dir = strdup(app->o.cache_dir);
@@ -560,13 +757,19 @@ static int cache_dir_path(struct app *app)
 static int cache_dir_create(struct app *app)
 {
 	const char *tmp = getenv("TMPDIR");
+	struct stat st;
 	int rc;
 
-	if (app->o.cache_mode == OPT_CACHE_EPHEMERAL) {
+	if (app->o.cache_mode == OPT_CACHE_MEMORY)
+		tmp = MEMORY_DIR;
+	if (app->o.cache_mode != OPT_CACHE_PERSISTENT) {
 		if (app->o.cache_dir && app->o.cache_dir[0])
-			log_warn("cache_dir '%s' unused: cache=ephemeral uses "
-				 "a temporary folder",
-				 app->o.cache_dir);
+			log_warn("cache_dir '%s' unused: cache=%s uses a "
+				 "temporary folder",
+				 app->o.cache_dir,
+				 app->o.cache_mode == OPT_CACHE_MEMORY
+					 ? "memory"
+					 : "ephemeral");
 		if (asprintf(&app->cache_dir, "%s/s3cachefs.XXXXXX",
 			     tmp && *tmp ? tmp : "/tmp") < 0) {
 			app->cache_dir = NULL;
@@ -586,6 +789,18 @@ static int cache_dir_create(struct app *app)
 			log_error("cannot create cache folder '%s': %s",
 				  app->cache_dir, strerror(-rc));
 			return EXIT_FAIL;
+		}
+		/* private: a folder made by hand or by an older version */
+		if (stat(app->cache_dir, &st) == 0 && (st.st_mode & 077)) {
+			if (chmod(app->cache_dir, 0700) < 0) {
+				log_error("cache folder '%s' is open to other "
+					  "users and cannot be made private: "
+					  "%s",
+					  app->cache_dir, strerror(errno));
+				return EXIT_FAIL;
+			}
+			log_info("cache folder '%s' made private (0700)",
+				 app->cache_dir);
 		}
 	}
 	rc = make_absolute(&app->cache_dir);
@@ -748,7 +963,10 @@ static int open_stores(struct app *app)
 	}
 	cac.dir = app->cache_dir;
 	cac.cap_bytes = app->o.cache_size;
-	cac.min_free_bytes = app->o.cache_min_free;
+	/* in RAM the cap is the limit: /dev/shm is often small */
+	cac.min_free_bytes = app->o.cache_mode == OPT_CACHE_MEMORY
+				     ? 0
+				     : app->o.cache_min_free;
 	cac.high_pct = 95;
 	cac.low_pct = 85;
 	cac.flush_ms = 5000;
@@ -769,8 +987,14 @@ static int open_stores(struct app *app)
 	vc.part_size = app->o.part_size;
 	vc.multipart_threshold = app->o.multipart_threshold;
 	vc.ro = app->o.ro;
-	vc.uid = getuid();
-	vc.gid = getgid();
+	vc.uid = app->o.uid >= 0 ? (uint32_t)app->o.uid : getuid();
+	vc.gid = app->o.gid >= 0 ? (uint32_t)app->o.gid : getgid();
+	vc.has_umask = app->o.umask >= 0;
+	vc.umask = vc.has_umask ? (uint32_t)app->o.umask : 0;
+	vc.validate =
+		app->o.validate == OPT_VALIDATE_ALWAYS	? VFS_VALIDATE_ALWAYS
+		: app->o.validate == OPT_VALIDATE_NEVER ? VFS_VALIDATE_NEVER
+							: VFS_VALIDATE_TTL;
 	rc = vfs_new(&vc, app->s3, app->meta, app->cache, &app->vfs);
 	if (rc < 0) {
 		rc = fail(before, "cannot start the file system for bucket",
@@ -802,8 +1026,9 @@ static int mount_fs(struct app *app)
 	fc.nosuid = app->a.nosuid;
 	fc.nodev = app->a.nodev;
 	fc.noexec = app->a.noexec;
-	fc.uid = getuid();
-	fc.gid = getgid();
+	fc.uid = app->o.uid >= 0 ? (uid_t)app->o.uid : getuid();
+	fc.gid = app->o.gid >= 0 ? (gid_t)app->o.gid : getgid();
+	fc.cache_dir = app->cache_dir;
 	fc.max_threads = MAX_THREADS;
 	fc.debug = app->a.debug;
 	rc = fs_new(&fc, app->vfs, &app->fs);
@@ -919,6 +1144,7 @@ static void app_release(struct app *app)
 	free(app->a.bucket);
 	free(app->a.prefix);
 	free(app->a.mountpoint);
+	free(app->a.lists);
 	options_release(&app->o);
 }
 
@@ -927,6 +1153,8 @@ int main(int argc, char **argv)
 	struct app app = { .lock_fd = -1, .notify_fd = -1 };
 	int rc;
 
+	/* the cache folder and every file in it are private: 0700/0600 */
+	umask(077);
 	log_init(PROG, LOG_LVL_WARN, false);
 	if (options_init(&app.o) < 0) {
 		fprintf(stderr, PROG ": out of memory\n");

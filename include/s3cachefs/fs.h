@@ -43,6 +43,8 @@ struct fs_conf {
 	gid_t gid;
 	unsigned max_threads; /* worker threads at most; 0: libfuse's */
 	bool debug;	      /* log every request (libfuse's -d) */
+	const char
+		*cache_dir; /* shown as the root's user.s3cachefs.cache_dir */
 };
 
 struct fs;

@@ -41,6 +41,14 @@ struct cache;
 #define VFS_ROOT_INO 1
 #define VFS_NAME_MAX 255
 
+/*
+ * When an open of a clean file checks that its ETag is still S3's:
+ * TTL once meta_ttl has passed since S3 last said so; ALWAYS at every
+ * open (a HEAD); NEVER once an ETag is known (the cache is trusted until
+ * a lookup or listing of its own finds a new one).
+ */
+enum vfs_validate { VFS_VALIDATE_TTL, VFS_VALIDATE_ALWAYS, VFS_VALIDATE_NEVER };
+
 struct vfs_conf {
 	const char *endpoint; /* chunk identity; "" for AWS */
 	const char *bucket;
@@ -56,6 +64,9 @@ struct vfs_conf {
 	uint64_t multipart_threshold; /* one PUT up to this size */
 	bool ro;		      /* refuse every change with -EROFS */
 	uint32_t uid, gid; /* owner of what has no x-amz-meta-uid/gid */
+	bool has_umask;	   /* clear umask's bits from every mode shown */
+	uint32_t umask;
+	enum vfs_validate validate; /* when vfs_open() asks S3 for the ETag */
 };
 
 struct vfs_attr {
@@ -75,6 +86,29 @@ struct vfs_stats {
 	uint64_t prefetches;	/* of those, fetched ahead of a reader */
 	uint64_t stale;		/* reads failed by a changed object (412) */
 	uint64_t cache_bypass;	/* chunks served without the disk cache */
+	uint64_t direct_reads;	/* O_DIRECT reads sent straight to S3 */
+};
+
+/* How an open file's reads were served, for vfs_cache_info(). */
+enum vfs_served {
+	VFS_SERVED_UNKNOWN, /* not opened since the mount, or still open */
+	VFS_SERVED_NONE,    /* opened, but no read reached the vfs */
+	VFS_SERVED_CACHE,   /* every chunk read came from the cache */
+	VFS_SERVED_S3,	    /* every chunk read came from S3 */
+	VFS_SERVED_MIXED,   /* some of each */
+	VFS_SERVED_DIRECT,  /* O_DIRECT: S3, the cache bypassed */
+	VFS_SERVED_STAGED,  /* read through its staging file */
+};
+
+/* What the cache holds of one file (getfattr). */
+struct vfs_cache_info {
+	char *etag; /* owned (free()), NULL when not known yet */
+	uint64_t size;
+	uint64_t chunks;	   /* of the version @etag */
+	uint64_t cached_chunks;	   /* of those, in the disk cache */
+	uint64_t cached_bytes;	   /* their data bytes */
+	bool staged;		   /* written through the mount, not uploaded */
+	enum vfs_served last_open; /* of the last open released */
 };
 
 struct vfs;
@@ -130,8 +164,10 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 struct vfs_file;
 
 /*
- * Open file @ino for reading: revalidates the ETag when its TTL has passed
- * and fixes it for the life of the handle.  *keep_cache is set when the
+ * Open file @ino for reading: revalidates the ETag as conf->validate says
+ * and fixes it for the life of the handle.  With O_DIRECT in @flags, reads
+ * go to S3 (ranged GETs of exactly the bytes asked, If-Match on the ETag)
+ * and neither read nor fill the cache.  *keep_cache is set when the
  * kernel's cached pages of this inode may be kept (the ETag is the one of
  * the previous open).  Write access (or O_TRUNC) stages the file; a staged
  * file is read through its staging.  -EISDIR, -ENOENT, -EROFS for write
@@ -217,5 +253,14 @@ int vfs_symlink(struct vfs *v, uint64_t parent, const char *name,
 int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t size);
 
 void vfs_get_stats(struct vfs *v, struct vfs_stats *out);
+
+/*
+ * The cache state of file @ino (no S3 request: what is known now).
+ * 0, -ENOENT (unknown inode), -EISDIR, -ENOMEM.
+ */
+int vfs_cache_info(struct vfs *v, uint64_t ino, struct vfs_cache_info *out);
+
+/* "cache", "s3", "mixed", "none", "direct", "staged" or "unknown". */
+const char *vfs_served_name(enum vfs_served s);
 
 #endif

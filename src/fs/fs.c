@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -74,8 +75,9 @@ int fuse_session_loop_mt_312(struct fuse_session *se,
 #endif
 
 struct fs {
-	struct fs_conf conf; /* fsname points to our copy */
+	struct fs_conf conf; /* fsname and cache_dir point to our copies */
 	char *fsname;
+	char *cache_dir;
 	char *mountpoint;
 	struct vfs *vfs;
 	struct fuse_session *se;
@@ -481,6 +483,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)file;
 	fi->keep_cache = keep_cache;
+	/* O_DIRECT: every read reaches the vfs, which sends it to S3 */
+	fi->direct_io = (fi->flags & O_DIRECT) != 0;
 	/*
 	 * A new version (or a first open): the kernel may still hold the
 	 * old size until its attribute timeout, and would clip reads to it.
@@ -789,23 +793,132 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	fuse_reply_err(req, ENOTSUP);
 }
 
-/* No extended attributes: none to get, an empty list. */
+/*
+ * Read-only extended attributes that show the cache state: on a file,
+ * user.s3cachefs.{etag,cached_bytes,cached_chunks,last_open,staged}; on
+ * the root, user.s3cachefs.cache_dir (how s3cachefs-ctl finds the cache of
+ * a path).  Other directories have none.
+ */
+#define XATTR_PREFIX "user.s3cachefs."
+#define XATTR_MAX 6
+
+struct xattr_set {
+	const char *name[XATTR_MAX]; /* without XATTR_PREFIX */
+	char value[XATTR_MAX][PATH_MAX];
+	size_t n;
+};
+
+static void xattr_add(struct xattr_set *x, const char *name, const char *fmt,
+		      ...) __attribute__((format(printf, 3, 4)));
+
+static void xattr_add(struct xattr_set *x, const char *name, const char *fmt,
+		      ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(x->value[x->n], sizeof(x->value[x->n]), fmt, ap);
+	va_end(ap);
+	x->name[x->n++] = name;
+}
+
+/* The attributes of @ino; 0 or -errno. */
+static int xattrs_of(struct fs *f, fuse_ino_t ino, struct xattr_set *x)
+{
+	struct vfs_cache_info ci;
+	int rc;
+
+	x->n = 0;
+	if (ino == FUSE_ROOT_ID) {
+		if (f->cache_dir[0])
+			xattr_add(x, "cache_dir", "%s", f->cache_dir);
+		return 0;
+	}
+	rc = vfs_cache_info(f->vfs, ino, &ci);
+	if (rc == -EISDIR)
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (ci.etag)
+		xattr_add(x, "etag", "%s", ci.etag);
+	xattr_add(x, "cached_bytes", "%llu",
+		  (unsigned long long)ci.cached_bytes);
+	xattr_add(x, "cached_chunks", "%llu/%llu",
+		  (unsigned long long)ci.cached_chunks,
+		  (unsigned long long)ci.chunks);
+	xattr_add(x, "last_open", "%s", vfs_served_name(ci.last_open));
+	xattr_add(x, "staged", "%s", ci.staged ? "yes" : "no");
+	free(ci.etag);
+	return 0;
+}
+
+/* Reply with @len bytes of @data as getxattr/listxattr want: the size
+ * when @size is 0, ERANGE when it does not fit. */
+static void reply_xattr_data(fuse_req_t req, const char *data, size_t len,
+			     size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (len > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, data, len);
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
-	(void)ino;
-	(void)name;
-	(void)size;
-	fuse_reply_err(req, ENOTSUP);
+	struct fs *f = fuse_req_userdata(req);
+	struct xattr_set *x = malloc(sizeof(*x));
+	size_t i, pre = strlen(XATTR_PREFIX);
+	int rc;
+
+	if (!x) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = xattrs_of(f, ino, x);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		goto out;
+	}
+	for (i = 0; i < x->n; i++) {
+		if (strncmp(name, XATTR_PREFIX, pre) == 0 &&
+		    strcmp(name + pre, x->name[i]) == 0) {
+			reply_xattr_data(req, x->value[i], strlen(x->value[i]),
+					 size);
+			goto out;
+		}
+	}
+	fuse_reply_err(req, ENODATA);
+out:
+	free(x);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	(void)ino;
-	if (size == 0)
-		fuse_reply_xattr(req, 0);
+	struct fs *f = fuse_req_userdata(req);
+	struct xattr_set *x = malloc(sizeof(*x));
+	struct buf list = BUF_INIT(BUF_NO_LIMIT);
+	size_t i;
+	int rc;
+
+	if (!x) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	rc = xattrs_of(f, ino, x);
+	for (i = 0; rc == 0 && i < x->n; i++) {
+		rc = buf_addf(&list, "%s%s", XATTR_PREFIX, x->name[i]);
+		if (rc == 0)
+			rc = buf_addc(&list, '\0');
+	}
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_buf(req, NULL, 0);
+		reply_xattr_data(req, list.data, list.len, size);
+	buf_release(&list);
+	free(x);
 }
 
 static const struct fuse_lowlevel_ops fs_ops = {
@@ -852,11 +965,15 @@ int fs_new(const struct fs_conf *conf, struct vfs *v, struct fs **out)
 		return -ENOMEM;
 	f->conf = *conf;
 	f->fsname = strdup(conf->fsname ? conf->fsname : "s3cachefs");
-	if (!f->fsname) {
+	f->cache_dir = strdup(conf->cache_dir ? conf->cache_dir : "");
+	if (!f->fsname || !f->cache_dir) {
+		free(f->fsname);
+		free(f->cache_dir);
 		free(f);
 		return -ENOMEM;
 	}
 	f->conf.fsname = f->fsname;
+	f->conf.cache_dir = f->cache_dir;
 	f->vfs = v;
 	atomic_init(&f->tuned, false);
 	fuse_set_log_func(fs_log);
@@ -1001,5 +1118,6 @@ void fs_free(struct fs *f)
 	fuse_set_log_func(NULL);
 	free(f->mountpoint);
 	free(f->fsname);
+	free(f->cache_dir);
 	free(f);
 }

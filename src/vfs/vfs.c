@@ -85,8 +85,9 @@ struct node {
 	int64_t mtime;
 	int64_t expires_ms; /* attributes trusted until */
 	struct xattrs x;
-	char *opened_etag;     /* ETag of the last open, for keep_cache */
-	struct node *next_ino; /* hash chains */
+	char *opened_etag;	/* ETag of the last open, for keep_cache */
+	enum vfs_served served; /* by the last open released */
+	struct node *next_ino;	/* hash chains */
 	struct node *next_name;
 };
 
@@ -112,12 +113,16 @@ struct vfs_file {
 	char *key;
 	char *etag;
 	uint64_t size;
-	struct wb_file *wb;   /* staged: reads and writes go through it */
-	int flags;	      /* of the open */
-	pthread_mutex_t lock; /* guards the readahead state below */
-	uint64_t next_off;    /* end of the reads so far */
-	uint64_t window;      /* bytes to keep fetched ahead; 0: random */
-	uint64_t ra_next;     /* first chunk index not yet queued */
+	struct wb_file *wb;    /* staged: reads and writes go through it */
+	int flags;	       /* of the open */
+	pthread_mutex_t lock;  /* guards the readahead state below */
+	uint64_t next_off;     /* end of the reads so far */
+	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
+	uint64_t ra_next;      /* first chunk index not yet queued */
+	uint64_t hits, misses; /* chunk reads by source, atomics */
+	/* chunks [pf_lo, pf_hi) held a chunk this handle had fetched ahead
+	 * (from S3): reading one is no cache hit.  Atomics. */
+	uint64_t pf_lo, pf_hi;
 };
 
 /* A chunk fetch in flight, shared by everyone who needs that chunk. */
@@ -493,6 +498,8 @@ static void fill_attr(const struct vfs *v, const struct node *n,
 		if (n->x.mtime)
 			a->mtime = n->x.mtime;
 	}
+	if (v->conf.has_umask)
+		perm &= ~v->conf.umask;
 	a->mode = type | perm;
 }
 
@@ -1392,6 +1399,7 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	pthread_mutex_init(&f->lock, NULL);
 	f->ino = ino;
 	f->flags = flags;
+	f->pf_lo = UINT64_MAX;
 	if (writing)
 		rc = stage_existing(v, ino, f->key, (flags & O_TRUNC) != 0,
 				    &f->wb);
@@ -1409,7 +1417,17 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	}
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
-	rc = n && n->etag && n->expires_ms > now_ms() ? 1 : 0;
+	switch (v->conf.validate) {
+	case VFS_VALIDATE_ALWAYS:
+		rc = 0;
+		break;
+	case VFS_VALIDATE_NEVER:
+		rc = n && n->etag ? 1 : 0;
+		break;
+	default:
+		rc = n && n->etag && n->expires_ms > now_ms() ? 1 : 0;
+		break;
+	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0) {
 		rc = revalidate(v, ino, f->key);
@@ -1446,12 +1464,34 @@ out:
 	return 0;
 }
 
+/* How @f's reads were served, for its node's vfs_cache_info(). */
+static enum vfs_served served_of(const struct vfs_file *f)
+{
+	uint64_t hits = __atomic_load_n(&f->hits, __ATOMIC_RELAXED);
+	uint64_t misses = __atomic_load_n(&f->misses, __ATOMIC_RELAXED);
+
+	if (f->wb)
+		return VFS_SERVED_STAGED;
+	if (f->flags & O_DIRECT)
+		return misses ? VFS_SERVED_DIRECT : VFS_SERVED_NONE;
+	if (hits && misses)
+		return VFS_SERVED_MIXED;
+	if (hits)
+		return VFS_SERVED_CACHE;
+	return misses ? VFS_SERVED_S3 : VFS_SERVED_NONE;
+}
+
 void vfs_release(struct vfs *v, struct vfs_file *f)
 {
+	struct node *n;
+
 	if (!f)
 		return;
 	pthread_mutex_lock(&v->lock);
 	LIST_UNLINK(v->files, f);
+	n = node_by_ino(v, f->ino);
+	if (n)
+		n->served = served_of(f);
 	pthread_mutex_unlock(&v->lock);
 	if (f->wb)
 		wb_put(v->wb, f->wb);
@@ -1659,6 +1699,11 @@ static void prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
 	j->index = index;
 	j->size = f->size;
 	v->q_len++;
+	__atomic_fetch_add(&f->misses, 1, __ATOMIC_RELAXED); /* from S3 */
+	if (index < __atomic_load_n(&f->pf_lo, __ATOMIC_RELAXED))
+		__atomic_store_n(&f->pf_lo, index, __ATOMIC_RELAXED);
+	if (index + 1 > __atomic_load_n(&f->pf_hi, __ATOMIC_RELAXED))
+		__atomic_store_n(&f->pf_hi, index + 1, __ATOMIC_RELAXED);
 	pthread_cond_broadcast(&v->queue_cond);
 out:
 	pthread_mutex_unlock(&v->lock);
@@ -1727,6 +1772,23 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		prefetch(v, f, i);
 }
 
+/* A read failed with 412: the object changed since @f was opened. */
+static void stale(struct vfs *v, struct vfs_file *f)
+{
+	struct node *nd;
+
+	STAT_ADD(v, stale, 1);
+	log_warn("'%s' changed on s3 while open: reopen it to read the new "
+		 "version",
+		 f->key);
+	meta_object_expire(v->meta, f->key);
+	pthread_mutex_lock(&v->lock);
+	nd = node_by_ino(v, f->ino);
+	if (nd)
+		nd->expires_ms = 0;
+	pthread_mutex_unlock(&v->lock);
+}
+
 /* Read [off, off + len) of chunk @index of @f into @out. */
 static int read_chunk(struct vfs *v, struct vfs_file *f, uint64_t index,
 		      uint64_t off, char *out, size_t len)
@@ -1743,6 +1805,12 @@ static int read_chunk(struct vfs *v, struct vfs_file *f, uint64_t index,
 		n = cache_read(v->cache, name, off, out, len);
 		if (n >= 0 && (size_t)n == len) {
 			STAT_ADD(v, chunk_hits, 1);
+			if (index < __atomic_load_n(&f->pf_lo,
+						    __ATOMIC_RELAXED) ||
+			    index >= __atomic_load_n(&f->pf_hi,
+						     __ATOMIC_RELAXED))
+				__atomic_fetch_add(&f->hits, 1,
+						   __ATOMIC_RELAXED);
 			return 0;
 		}
 		rc = get_chunk(v, f->key, f->etag, index, clen, name, off, out,
@@ -1750,19 +1818,55 @@ static int read_chunk(struct vfs *v, struct vfs_file *f, uint64_t index,
 	} while (rc == -EAGAIN && ++tries < 3);
 	if (rc == -EAGAIN || (rc == 0 && got != len))
 		rc = -EIO;
-	if (rc == -ESTALE) {
-		STAT_ADD(v, stale, 1);
-		log_warn("'%s' changed on s3 while open: reopen it to read "
-			 "the new version",
-			 f->key);
-		meta_object_expire(v->meta, f->key);
-		pthread_mutex_lock(&v->lock);
-		struct node *nd = node_by_ino(v, f->ino);
+	if (rc == 0)
+		__atomic_fetch_add(&f->misses, 1, __ATOMIC_RELAXED);
+	if (rc == -ESTALE)
+		stale(v, f);
+	return rc;
+}
 
-		if (nd)
-			nd->expires_ms = 0;
-		pthread_mutex_unlock(&v->lock);
+/* Where an O_DIRECT read lands: the caller's buffer. */
+struct direct_sink {
+	char *p;
+	size_t cap, len;
+};
+
+static int sink_direct(void *ctx, const void *data, size_t len)
+{
+	struct direct_sink *d = ctx;
+
+	if (len > d->cap - d->len)
+		return -EIO; /* more than asked for */
+	memcpy(d->p + d->len, data, len);
+	d->len += len;
+	return 0;
+}
+
+/*
+ * O_DIRECT: bytes [off, end) of @f's version straight from S3, neither
+ * read from nor put into the cache.
+ */
+static int read_direct(struct vfs *v, struct vfs_file *f, char *out,
+		       uint64_t off, uint64_t end)
+{
+	struct s3_get_opts opts = {
+		.offset = off,
+		.length = end - off,
+		.if_match = f->etag,
+	};
+	struct direct_sink d = { .p = out, .cap = (size_t)(end - off) };
+	int rc;
+
+	rc = s3_get(v->s3, f->key, &opts, sink_direct, &d, NULL);
+	note_s3(v, rc);
+	if (rc == 0 && d.len != d.cap)
+		rc = -EIO;
+	if (rc == 0) {
+		STAT_ADD(v, direct_reads, 1);
+		__atomic_fetch_add(&f->misses, 1, __ATOMIC_RELAXED);
 	}
+	if (rc == -ESTALE)
+		stale(v, f);
 	return rc;
 }
 
@@ -1783,6 +1887,13 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size,
 	if (off >= f->size || size == 0)
 		return 0;
 	end = f->size - off < size ? f->size : off + size;
+	if (f->flags & O_DIRECT) {
+		rc = read_direct(v, f, buf, off, end);
+		if (rc < 0)
+			return rc == -ENOMEM ? rc : -EIO;
+		STAT_ADD(v, bytes_read, end - off);
+		return (ssize_t)(end - off);
+	}
 	read_ahead(v, f, off, end);
 	for (pos = off; pos < end;) {
 		uint64_t index = chunk_index_of(pos, cs);
@@ -1818,6 +1929,83 @@ void vfs_get_stats(struct vfs *v, struct vfs_stats *out)
 	out->stale = __atomic_load_n(&v->stats.stale, __ATOMIC_RELAXED);
 	out->cache_bypass =
 		__atomic_load_n(&v->stats.cache_bypass, __ATOMIC_RELAXED);
+	out->direct_reads =
+		__atomic_load_n(&v->stats.direct_reads, __ATOMIC_RELAXED);
+}
+
+const char *vfs_served_name(enum vfs_served s)
+{
+	switch (s) {
+	case VFS_SERVED_NONE:
+		return "none";
+	case VFS_SERVED_CACHE:
+		return "cache";
+	case VFS_SERVED_S3:
+		return "s3";
+	case VFS_SERVED_MIXED:
+		return "mixed";
+	case VFS_SERVED_DIRECT:
+		return "direct";
+	case VFS_SERVED_STAGED:
+		return "staged";
+	default:
+		return "unknown";
+	}
+}
+
+int vfs_cache_info(struct vfs *v, uint64_t ino, struct vfs_cache_info *out)
+{
+	char name[CHUNK_NAME_LEN + 1];
+	struct wb_file *wf;
+	struct node *n;
+	char *key = NULL, *path = NULL;
+	uint64_t i, cs = v->conf.chunk_size;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = path_of(v, ino, 0, &path);
+	if (rc < 0)
+		return rc;
+	key = key_of(v, path);
+	free(path);
+	if (!key)
+		return -ENOMEM;
+	pthread_mutex_lock(&v->lock);
+	n = node_by_ino(v, ino);
+	if (!n) {
+		rc = -ENOENT;
+	} else if (n->is_dir) {
+		rc = -EISDIR;
+	} else {
+		out->size = n->size;
+		out->last_open = n->served;
+		if (n->etag && !(out->etag = strdup(n->etag)))
+			rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&v->lock);
+	if (rc == 0) {
+		wf = wb_find(v->wb, key);
+		if (wf) {
+			out->staged = true;
+			wb_put(v->wb, wf);
+		}
+	}
+	if (rc == 0 && out->etag) {
+		out->chunks = chunk_count_of(out->size, cs);
+		for (i = 0; i < out->chunks; i++) {
+			name_chunk(v, key, out->etag, i, name);
+			if (!cache_contains(v->cache, name))
+				continue;
+			out->cached_chunks++;
+			out->cached_bytes += chunk_len_of(i, out->size, cs);
+		}
+	}
+	free(key);
+	if (rc < 0) {
+		free(out->etag);
+		out->etag = NULL;
+	}
+	return rc;
 }
 
 /* ---- life cycle ---- */

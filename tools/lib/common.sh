@@ -21,7 +21,7 @@ as_root() {
 deb_packages=(
     build-essential clang meson ninja-build pkg-config
     libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libsqlite3-dev
-    zlib1g-dev libexpat1-dev
+    zlib1g-dev libexpat1-dev attr
     python3 python3-pytest python3-boto3 ca-certificates openssl
 )
 
