@@ -1114,10 +1114,10 @@ static int run(struct app *app)
 		rc = mount_fs(app);
 	if (rc != 0)
 		return rc;
+	daemon_ready(app); /* logs go to syslog from here when detached */
 	log_info("mounted '%s%s%s' on '%s', cache in '%s'", app->a.bucket,
 		 app->a.prefix[0] ? ":/" : "", app->a.prefix, app->a.mountpoint,
 		 app->cache_dir);
-	daemon_ready(app);
 	rc = fs_run(app->fs) < 0 ? EXIT_FAIL : 0;
 	fs_unmount(app->fs);
 	log_stats(app);

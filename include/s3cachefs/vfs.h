@@ -44,8 +44,9 @@ struct cache;
 /*
  * When an open of a clean file checks that its ETag is still S3's:
  * TTL once meta_ttl has passed since S3 last said so; ALWAYS at every
- * open (a HEAD); NEVER once an ETag is known (the cache is trusted until
- * a lookup or listing of its own finds a new one).
+ * open (a HEAD); NEVER: a known object's size and ETag are trusted for
+ * good (lookups, getattr and opens ask S3 only about names they have no
+ * row for; listings still expire), for data sets that do not change.
  */
 enum vfs_validate { VFS_VALIDATE_TTL, VFS_VALIDATE_ALWAYS, VFS_VALIDATE_NEVER };
 

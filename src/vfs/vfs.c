@@ -472,6 +472,12 @@ static struct node *node_get(struct vfs *v, struct node *parent,
 	return n;
 }
 
+/* validate=never: a known object's metadata is trusted for good. */
+static bool never(const struct vfs *v)
+{
+	return v->conf.validate == VFS_VALIDATE_NEVER;
+}
+
 static void fill_attr(const struct vfs *v, const struct node *n,
 		      struct vfs_attr *a)
 {
@@ -946,7 +952,7 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 	}
 	/* 3. the object's row */
 	rc = meta_object_get(v->meta, key, &o);
-	if (rc == 0 && (o.expires_ms > t || is_offline(v))) {
+	if (rc == 0 && (o.expires_ms > t || is_offline(v) || never(v))) {
 		found_from_object(f, &o);
 		goto out;
 	}
@@ -1070,9 +1076,10 @@ void vfs_forget(struct vfs *v, uint64_t ino, uint64_t n)
 /*
  * Bring the attributes of file @ino up to date when they expired: the
  * object's row if fresh, else HEAD; while S3 is offline, what the row
- * says.  0 or -errno (-ENOENT: the object is gone).
+ * says.  @force: HEAD even when the row is fresh (validate=always).
+ * 0 or -errno (-ENOENT: the object is gone).
  */
-static int revalidate(struct vfs *v, uint64_t ino, const char *key)
+static int revalidate(struct vfs *v, uint64_t ino, const char *key, bool force)
 {
 	struct s3_object_info info = { 0 };
 	struct meta_object o = { 0 };
@@ -1083,7 +1090,8 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key)
 	int rc;
 
 	rc = meta_object_get(v->meta, key, &o);
-	if (rc == 0 && (o.expires_ms > t || is_offline(v)))
+	if (rc == 0 && !force &&
+	    (o.expires_ms > t || is_offline(v) || never(v)))
 		goto apply;
 	rc = s3_head(v->s3, key, &info);
 	note_s3(v, rc);
@@ -1152,7 +1160,8 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 	if (!n) {
 		rc = -ENOENT;
 	} else {
-		fresh = n->is_dir || n->expires_ms > now_ms();
+		fresh = n->is_dir || n->expires_ms > now_ms() ||
+			(never(v) && n->etag);
 		fill_attr(v, n, out);
 		if (!n->is_dir && !(key = key_of(v, n->path)))
 			rc = -ENOMEM;
@@ -1164,7 +1173,7 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 		free(key);
 		return 0;
 	}
-	rc = revalidate(v, ino, key);
+	rc = revalidate(v, ino, key, false);
 	free(key);
 	if (rc < 0)
 		return unavailable(rc) ? -EIO : rc;
@@ -1430,7 +1439,8 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0) {
-		rc = revalidate(v, ino, f->key);
+		rc = revalidate(v, ino, f->key,
+				v->conf.validate == VFS_VALIDATE_ALWAYS);
 		if (rc < 0)
 			goto out;
 	}
@@ -2493,7 +2503,7 @@ static int stage_existing(struct vfs *v, uint64_t ino, const char *key,
 		}
 		return rc;
 	}
-	rc = revalidate(v, ino, key);
+	rc = revalidate(v, ino, key, false);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&v->lock);
@@ -2902,7 +2912,7 @@ int vfs_readlink(struct vfs *v, uint64_t ino, char *buf, size_t size)
 	free(path);
 	if (!f.key)
 		return -ENOMEM;
-	rc = revalidate(v, ino, f.key);
+	rc = revalidate(v, ino, f.key, false);
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
 	if (rc < 0) {
