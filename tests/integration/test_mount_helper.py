@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ACCESS_KEY, BUILD_DIR, SECRET_KEY, need, wait_for
+from conftest import ACCESS_KEY, BUILD_DIR, DAEMON, REPO_ROOT, SECRET_KEY, need, wait_for
 from mount import fusermount, is_mounted, pids_with_arg, rand_bytes, read_file
 
 HELPER = BUILD_DIR / "mount-helpers" / "mount.s3cachefs"
@@ -198,12 +198,16 @@ def test_mount_t_mounts_reads_and_umount_unmounts(mounts, s3, bucket, tmp_path):
 def test_mount_f_does_nothing(mounts, bucket, tmp_path):
     mp = mounts.point()
     rc, err = mounts.run(["mount", "-f", "-v", "-t", "s3cachefs", bucket, mp,
-                          "-o", "_netdev,x-systemd.automount," + mounts.opts(tmp_path / "c")])
+                          "-o", "_netdev,x-systemd.automount,uid=1000,gid=1000,umask=022,allow_other,"
+                          + mounts.opts(tmp_path / "c")])
     assert rc == 0, err
     assert not is_mounted(mp) and not pids_with_arg(str(mp))
     assert not (tmp_path / "c").exists()
     would = [line for line in err.splitlines() if line.startswith(PROG + "would run: ")]
-    assert len(would) == 1 and f" {bucket} {mp} -o " in would[0] and "x-systemd" not in would[0], err
+    assert len(would) == 1, err
+    cmd = would[0][len(PROG + "would run: "):].split()
+    assert cmd[:4] == [os.path.realpath(DAEMON), bucket, str(mp), "-o"], cmd
+    assert cmd[4].split(",")[:5] == ["rw", "uid=1000", "gid=1000", "umask=022", "allow_other"], cmd
 
 
 def test_fstab_line_with_systemd_options_and_allow_other(mounts, s3, bucket, tmp_path):
@@ -288,6 +292,18 @@ def test_helper_usage_errors(helper, args):
     p = subprocess.run([str(helper), *args], capture_output=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT)
     line = one_line(p.returncode, p.stderr.decode(errors="replace"))
     assert p.returncode == 2, line
+
+
+def test_helper_is_posix_sh_and_shellcheck_clean():
+    src = REPO_ROOT / "mount-helpers" / "mount.s3cachefs.in"
+    assert src.read_text().startswith("#!/bin/sh\n")
+    for sh in ["dash", "sh"]:
+        if shutil.which(sh):
+            p = subprocess.run([sh, "-n", str(src)], capture_output=True, timeout=30)
+            assert p.returncode == 0 and not p.stderr, p.stderr
+    need(shutil.which("shellcheck"), "shellcheck (apt-get install shellcheck)")
+    p = subprocess.run(["shellcheck", "-s", "sh", str(src)], capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stdout.decode(errors="replace")
 
 
 # ---- s3cachefs@.service ---------------------------------------------------------
