@@ -1015,7 +1015,14 @@ static int mount_fs(struct app *app)
 	unsigned long before = log_error_count();
 	int rc;
 
-	if (asprintf(&fsname, PROG ":%s", app->a.bucket) < 0)
+	/*
+	 * The source as mount(8) and fstab name it (the type shows as
+	 * fuse.s3cachefs), so that "mount -a" sees the line is mounted.
+	 */
+	if (asprintf(&fsname, "%s%s%.*s", app->a.bucket,
+		     app->a.prefix[0] ? ":/" : "",
+		     app->a.prefix[0] ? (int)strlen(app->a.prefix) - 1 : 0,
+		     app->a.prefix) < 0)
 		return fail(before, "mount", app->a.mountpoint, -ENOMEM);
 	fc.fsname = fsname;
 	fc.entry_timeout = (double)app->o.meta_ttl_ms / 1000.0;
