@@ -368,8 +368,8 @@ static const struct opt_def opt_table[] = {
 	  O_STRING(config, "FILE"),
 	  .group = "mount",
 	  .help = "config file of name = value lines, read before the "
-		  "environment and -o; none: /etc/s3cachefs.conf when it "
-		  "exists" },
+		  "environment and -o; none: ~/.config/s3cachefs/config "
+		  "(not root), else /etc/s3cachefs.conf, when it exists" },
 	/* logging */
 	{ .name = "log_level",
 	  O_ENUM(log_level, level_names),
