@@ -2143,6 +2143,11 @@ void vfs_free(struct vfs *v)
 		free(v->queue[(v->q_head + i) % v->q_cap].key);
 		free(v->queue[(v->q_head + i) % v->q_cap].etag);
 	}
+	/* handles first: releasing one looks at its node */
+	while (v->files)
+		vfs_release(v, v->files);
+	while (v->dirs)
+		vfs_releasedir(v, v->dirs);
 	for (i = 0; v->by_ino && i < v->n_buckets; i++) {
 		struct node *n = v->by_ino[i], *next;
 
@@ -2153,10 +2158,6 @@ void vfs_free(struct vfs *v)
 	}
 	for (i = 0; i < MEM_RING; i++)
 		buf_release(&v->ring[i].data);
-	while (v->files)
-		vfs_release(v, v->files);
-	while (v->dirs)
-		vfs_releasedir(v, v->dirs);
 	free(v->by_ino);
 	free(v->by_name);
 	free(v->queue);
