@@ -611,8 +611,8 @@ static char *real_path(const char *p)
 
 /*
  * The cache folder of the mount holding the targets, which become paths of
- * that mount.  0 with *dir (owned), 1 when the first target is in no mount,
- * or an exit status (said).
+ * that mount.  0 with *dir (owned), -1 when the first target is in no
+ * mount, or an exit status (said).
  */
 static int dir_from_mount(struct tool *t, char **dir)
 {
@@ -628,7 +628,7 @@ static int dir_from_mount(struct tool *t, char **dir)
 		m = real ? mount_of(real) : NULL;
 
 		if (!m) {
-			rc = i == 0 ? 1
+			rc = i == 0 ? -1
 				    : fail("'%s' is not in the same mount as "
 					   "'%s'",
 					   t->cmd.targets[i],
@@ -889,10 +889,10 @@ int main(int argc, char **argv)
 		rc = run_dir(&t, cdir);
 		goto out;
 	}
-	rc = t.cmd.n ? dir_from_mount(&t, &dir) : 1;
+	rc = t.cmd.n ? dir_from_mount(&t, &dir) : -1;
 	if (rc == 0) {
 		rc = run_dir(&t, dir);
-	} else if (rc == 1) {
+	} else if (rc == -1) {
 		if (t.cmd.kind == ADMIN_STATS ||
 		    (t.cmd.kind == ADMIN_LS && t.cmd.n == 0))
 			rc = run_all(&t);

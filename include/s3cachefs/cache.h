@@ -79,6 +79,10 @@ struct cache_stats {
 	uint64_t data_bytes; /* object bytes the chunks hold */
 	uint64_t max_entries;
 	uint64_t max_age_ms;
+	/* what cache_open() reconciled: files without rows removed, rows
+	 * without files deleted */
+	uint64_t open_orphans;
+	uint64_t open_stale;
 };
 
 struct cache;

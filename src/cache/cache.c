@@ -1702,6 +1702,8 @@ static int reconcile_locked(struct cache *c, struct str_list *stale)
 	}
 	/* a failure is logged by meta; the rows go at the next open */
 	meta_chunk_delete_many(c->m, (const char *const *)stale->v, stale->n);
+	c->st.open_orphans = removed;
+	c->st.open_stale = stale->n;
 	log_info("cache: %" PRIu64 " chunks, %" PRIu64 " bytes; removed %zu "
 		 "orphan files, %zu stale rows",
 		 c->nready, c->chunk_bytes, removed, stale->n);

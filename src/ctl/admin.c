@@ -929,6 +929,7 @@ out:
 static int cmd_gc(struct run *r)
 {
 	struct cache_gc_result g = { 0 };
+	struct cache_stats cs;
 	int rc;
 
 	rc = need_cache(r);
@@ -936,6 +937,12 @@ static int cmd_gc(struct run *r)
 		rc = cache_gc(r->a->c, r->cmd->older_than_ms, &g);
 	if (rc < 0)
 		return failf(r, rc, "gc: %s", strerror(-rc));
+	if (!r->a->conf.live) {
+		/* the tool opened the cache for this: count its reconciling */
+		cache_get_stats(r->a->c, &cs);
+		g.orphan_files += cs.open_orphans;
+		g.stale_rows += cs.open_stale;
+	}
 	return emitf(r, ADMIN_OUT,
 		     "gc: evicted %" PRIu64 " chunks over the cap, %" PRIu64
 		     " too old, %" PRIu64 " over the entry limit (%" PRIu64
