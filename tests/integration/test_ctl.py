@@ -9,6 +9,7 @@ through the mount are checked with boto3.
 import fcntl
 import json
 import os
+import pty
 import subprocess
 import time
 
@@ -38,17 +39,45 @@ def ctl(s3rver, tmp_path, mount):
     home = tmp_path / "ctlhome"
     home.mkdir(exist_ok=True)
 
-    def run(*args, env=None, timeout=120):
+    def run(*args, env=None, timeout=120, tty=False):
         e = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3CACHEFS_"))}
         e.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"),
                  AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                  S3CACHEFS_ENDPOINT=s3rver.endpoint)
         e.update(env or {})
-        p = subprocess.run([str(CTL), *[str(a) for a in args]], capture_output=True,
-                           stdin=subprocess.DEVNULL, env=e, timeout=timeout)
+        argv = [str(CTL), *[str(a) for a in args]]
+        if tty:
+            return run_on_pty(argv, e, timeout)
+        p = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, env=e, timeout=timeout)
         return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
     return run
+
+
+def run_on_pty(argv, env, timeout):
+    """Run with stdout on a pseudo-terminal: (rc, what it printed, stderr)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                b = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not b:
+                break
+            out += b
+        err = p.stderr.read()
+        rc = p.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
 def ok(res):
@@ -232,6 +261,22 @@ def test_warm_live_and_offline_then_reads_make_no_gets(ctl, mount, s3, bucket, s
     s3rver.clear_log()
     assert read_file(m.path / "late" / "obj") == rand_bytes(900_000, "late")
     assert gets(s3rver, bucket) == [], "an object warmed offline was fetched again"
+    m.unmount()
+
+
+def test_warm_on_a_terminal_draws_a_progress_bar(ctl, mount, s3, bucket, s3rver):
+    files = {f"t/f{i}": rand_bytes(600_000, f"t{i}") for i in range(3)}
+    put_many(s3, bucket, files)
+    m = mount(bucket, chunk_size="128K", meta_ttl="1h")
+    rc, out, err = ctl("-C", m.cache_dir, "warm", "t/", tty=True)
+    assert rc == 0 and err == "", (rc, err)
+    assert "\r[" in out and "3/3 objects" in out and "MiB/s" in out, repr(out)
+    assert "warmed " not in out, "per-object lines on a terminal"
+    assert out.rstrip().splitlines()[-1].split("\r")[-1].lstrip("\x1b[K").startswith("warm: 3 objects"), repr(out)
+    s3rver.clear_log()
+    for key, data in files.items():
+        assert read_file(m.path / key) == data
+    assert gets(s3rver, bucket) == []
     m.unmount()
 
 
