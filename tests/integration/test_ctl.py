@@ -10,6 +10,8 @@ import fcntl
 import json
 import os
 import pty
+import shutil
+import stat
 import subprocess
 import time
 
@@ -324,6 +326,14 @@ def test_gc_offline_removes_old_data_and_orphans(ctl, mount, s3, bucket):
 
 def test_lock_held_without_socket_is_one_error(ctl, mount, s3, bucket):
     m = mount(bucket)
+    sock = m.cache_dir / "ctl.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    m.unmount()
+    assert not sock.exists(), "the socket outlived the mount"
+    # a stale socket file (a killed daemon's) is replaced at the next mount
+    sock.write_bytes(b"stale")
+    m.remount()
+    assert stats(ctl, m.cache_dir)["mounted"] is True
     m.unmount()
     fd = os.open(m.cache_dir / "lock", os.O_RDWR)
     try:
@@ -361,6 +371,30 @@ def _has_xattr(path):
         return True
     except OSError:
         return False
+
+
+def test_without_c_every_default_folder_is_reported(ctl, mount, s3, bucket):
+    need(os.geteuid() == 0, "root: the daemon's default cache root is /var/cache/s3cachefs")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"z" * 70_000)
+    m = mount(bucket, cache_dir=False, chunk_size="64K")
+    try:
+        assert read_file(m.path / "k") == b"z" * 70_000
+        reports = json.loads(ok(ctl("stats", "--json")))
+        assert isinstance(reports, list), reports
+        ours = [r for r in reports if r["bucket"] == bucket]
+        assert len(ours) == 1 and ours[0]["mounted"] is True, reports
+        assert ours[0]["cache_dir"].startswith("/var/cache/s3cachefs/" + bucket + "-"), ours
+        assert ours[0]["logical_bytes"] == 70_000, ours
+        listing = json.loads(ok(ctl("ls", "--json")))
+        mine = [x for x in listing if x["cache_dir"] == ours[0]["cache_dir"]]
+        assert len(mine) == 1 and [o["key"] for o in mine[0]["objects"]] == ["k"], listing
+        m.unmount()
+    finally:
+        if m.alive():
+            m.unmount()
+        for d in os.listdir("/var/cache/s3cachefs"):
+            if d.startswith(bucket + "-"):
+                shutil.rmtree(os.path.join("/var/cache/s3cachefs", d))
 
 
 # ---- the policies ---------------------------------------------------------------------
