@@ -11,7 +11,8 @@
  * Startup builds, in this order, and teardown frees in reverse: logging;
  * options; credentials and the S3 client; a check of the bucket; the cache
  * folder and its lock; the metadata store; the chunk store; the cache; the
- * vfs; the FUSE adapter and its mount.  Then requests are served until the
+ * vfs; the FUSE adapter and its mount; s3cachefs-ctl's control socket
+ * (stopped first, before the mount goes).  Then requests are served until the
  * file system is unmounted or SIGTERM, SIGINT or SIGHUP arrives, the stats
  * line is logged, and the process exits 0.
  *
