@@ -14,7 +14,8 @@
  * Startup builds, in this order, and teardown frees in reverse: logging;
  * options; credentials and the S3 client; a check of the bucket; the cache
  * folder and its lock; the metadata store; the chunk store; the cache; the
- * vfs; the FUSE adapter and its mount.  Then requests are served until the
+ * vfs; the FUSE adapter and its mount; s3cachefs-ctl's control socket
+ * (stopped first, before the mount goes).  Then requests are served until the
  * file system is unmounted or SIGTERM, SIGINT or SIGHUP arrives, the stats
  * line is logged, and the process exits 0.
  *
@@ -60,10 +61,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "s3cachefs/admin.h"
 #include "s3cachefs/buf.h"
 #include "s3cachefs/cache.h"
 #include "s3cachefs/chunk.h"
 #include "s3cachefs/creds.h"
+#include "s3cachefs/ctlsrv.h"
 #include "s3cachefs/fs.h"
 #include "s3cachefs/http.h"
 #include "s3cachefs/log.h"
@@ -130,6 +133,8 @@ struct app {
 	struct cache *cache;
 	struct vfs *vfs;
 	struct fs *fs;
+	struct admin *admin; /* s3cachefs-ctl's commands ... */
+	struct ctlsrv *ctl;  /* ... through CACHE_DIR/ctl.sock */
 	int notify_fd; /* daemonized child: tells the parent it is ready */
 };
 
@@ -970,6 +975,8 @@ static int open_stores(struct app *app)
 	cac.high_pct = 95;
 	cac.low_pct = 85;
 	cac.flush_ms = 5000;
+	cac.max_entries = app->o.cache_max_entries;
+	cac.max_age_ms = app->o.cache_max_age_ms;
 	rc = cache_open(&cac, app->meta, app->chunks, &app->cache);
 	if (rc < 0) {
 		rc = fail(before, "cannot open cache", app->cache_dir, rc);
@@ -1048,6 +1055,56 @@ static int mount_fs(struct app *app)
 	return 0;
 }
 
+/* s3cachefs-ctl's socket; without it only the tool's live mode is lost. */
+static void start_ctl(struct app *app)
+{
+	struct admin_conf ac = { 0 };
+	struct ctlsrv_conf sc = { 0 };
+	sigset_t stop, old;
+
+	ac.cache_dir = app->cache_dir;
+	ac.source = app->source;
+	ac.endpoint = app->o.endpoint ? app->o.endpoint : "";
+	ac.bucket = app->a.bucket;
+	ac.prefix = app->a.prefix;
+	ac.chunk_size = app->o.chunk_size;
+	ac.meta_ttl_ms = app->o.meta_ttl_ms;
+	ac.parallel = (unsigned)app->o.parallel;
+	ac.live = true;
+	ac.record = true;
+	ac.cap_bytes = app->o.cache_size;
+	ac.min_free_bytes = app->o.cache_mode == OPT_CACHE_MEMORY
+				    ? 0
+				    : app->o.cache_min_free;
+	ac.max_entries = app->o.cache_max_entries;
+	ac.max_age_ms = app->o.cache_max_age_ms;
+	ac.compress_level = options_compress_level(app->o.compress);
+	sc.cache_dir = app->cache_dir;
+	sc.flush_ms = 5000;
+	/* as for the cache's threads: the signals are the main thread's */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stop, &old);
+	if (admin_new(&ac, app->meta, app->chunks, app->cache, app->s3,
+		      &app->admin) < 0 ||
+	    ctlsrv_start(&sc, app->admin, &app->ctl) < 0)
+		log_warn("no control socket in '%s': s3cachefs-ctl works on "
+			 "this cache only once it is unmounted",
+			 app->cache_dir);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Stop the socket and write the counters: before the vfs and cache go. */
+static void stop_ctl(struct app *app)
+{
+	ctlsrv_stop(app->ctl);
+	app->ctl = NULL;
+	admin_free(app->admin);
+	app->admin = NULL;
+}
+
 /* The one stats line, in key=value form: tests parse it. */
 static void log_stats(struct app *app)
 {
@@ -1121,11 +1178,13 @@ static int run(struct app *app)
 		rc = mount_fs(app);
 	if (rc != 0)
 		return rc;
+	start_ctl(app);
 	daemon_ready(app); /* logs go to syslog from here when detached */
 	log_info("mounted '%s%s%s' on '%s', cache in '%s'", app->a.bucket,
 		 app->a.prefix[0] ? ":/" : "", app->a.prefix, app->a.mountpoint,
 		 app->cache_dir);
 	rc = fs_run(app->fs) < 0 ? EXIT_FAIL : 0;
+	stop_ctl(app);
 	fs_unmount(app->fs);
 	log_stats(app);
 	return rc;
@@ -1133,6 +1192,7 @@ static int run(struct app *app)
 
 static void app_release(struct app *app)
 {
+	stop_ctl(app);
 	fs_free(app->fs);
 	vfs_free(app->vfs);
 	cache_close(app->cache);

@@ -18,6 +18,12 @@
  * A background thread wakes every flush_ms or when use passes high_pct of
  * the cap, evicts down to low_pct, and writes pending access stamps.
  *
+ * Two more limits, both off at 0: max_entries caps the objects (key and
+ * ETag) that have chunks cached; going over evicts the least recently used
+ * objects' chunks whole.  max_age_ms drops chunks not read for that long;
+ * the background thread checks it at least every minute (every quarter of
+ * the age when that is shorter), and cache_gc() on demand.
+ *
  * A chunk being read (cache_read) is pinned for the duration, so eviction
  * never deletes it under the reader.
  *
@@ -46,6 +52,8 @@ struct cache_conf {
 	unsigned high_pct;	 /* background eviction above this (95) */
 	unsigned low_pct;	 /* ... down to this (85) */
 	uint32_t flush_ms;	 /* access stamps written this often (5000) */
+	uint64_t max_entries;	 /* cache_max_entries=; 0: no limit */
+	uint64_t max_age_ms;	 /* cache_max_age=; 0: no limit */
 };
 
 /* What a chunk belongs to, recorded in its row.  Strings borrowed. */
@@ -66,6 +74,15 @@ struct cache_stats {
 	uint64_t evicted_bytes;
 	uint64_t corrupt; /* chunks that failed their check */
 	uint64_t disk_errors;
+	uint64_t expired;    /* of evicted: for cache_max_age */
+	uint64_t objects;    /* objects (key and ETag) with chunks */
+	uint64_t data_bytes; /* object bytes the chunks hold */
+	uint64_t max_entries;
+	uint64_t max_age_ms;
+	/* what cache_open() reconciled: files without rows removed, rows
+	 * without files deleted */
+	uint64_t open_orphans;
+	uint64_t open_stale;
 };
 
 struct cache;
@@ -134,6 +151,56 @@ void cache_reserve_force(struct cache *c, uint64_t bytes);
 
 /* Give back @bytes of cache_reserve()/cache_reserve_force(). */
 void cache_unreserve(struct cache *c, uint64_t bytes);
+
+/* What cache_drop_prefix() dropped (pinned chunks doomed included). */
+struct cache_drop_result {
+	uint64_t chunks;
+	uint64_t bytes; /* on disk */
+};
+
+/*
+ * Delete the chunks of every object whose key starts with @prefix ("" is
+ * all of them), or, with @exact, of object @prefix only; as
+ * cache_drop_object() does: a pinned chunk goes at its last unpin, one
+ * being written stays.  Staged files are not chunks: never touched.  *out
+ * (may be NULL) counts what went.  0 or -errno.
+ */
+int cache_drop_prefix(struct cache *c, const char *prefix, bool exact,
+		      struct cache_drop_result *out);
+
+struct cache_gc_result {
+	uint64_t evicted;      /* chunks evicted to get under the cap */
+	uint64_t expired;      /* ... not read within the age limit */
+	uint64_t capped;       /* ... of objects over max_entries */
+	uint64_t freed_bytes;  /* on disk, by the three above */
+	uint64_t orphan_files; /* chunk files without an entry, removed */
+	uint64_t missing;      /* entries whose file was gone or bad */
+	uint64_t stale_rows;   /* rows without an entry, deleted */
+};
+
+/*
+ * Enforce now, in this order: the age limit (@older_than_ms, or when 0 the
+ * conf's max_age_ms), the entry limit, the cap and the free-space floor
+ * (all the way under the cap, not to the low watermark); then remove chunk
+ * files the index does not know (temporaries of dead processes too), forget
+ * entries whose file is gone, and delete rows the index does not know.
+ * Pinned chunks stay.  *out (may be NULL) says what went.  0 or -errno.
+ */
+int cache_gc(struct cache *c, uint64_t older_than_ms,
+	     struct cache_gc_result *out);
+
+struct cache_verify_result {
+	uint64_t checked; /* chunks read whole */
+	uint64_t bad;	  /* of those, dropped: failed a check or unreadable */
+};
+
+/*
+ * Read every cached chunk whole, checking its header and CRCs, without
+ * touching access times; a chunk that fails is dropped (counted corrupt,
+ * not evicted) as cache_read() drops one.  0 or -ENOMEM (what was checked
+ * so far is in *out).
+ */
+int cache_verify(struct cache *c, struct cache_verify_result *out);
 
 /* Evict everything unpinned (for tests and tools).  0 or -errno. */
 int cache_evict_all(struct cache *c);

@@ -8,11 +8,15 @@
  *   listings   directory prefix -> fetched-at, expiry
  *   entries    (directory prefix, name) -> file or directory
  *   negatives  key -> expiry of "there is no such file or directory"
- *   chunks     chunk file name -> key, ETag, index, bytes on disk, last access
+ *   chunks     chunk file name -> key, ETag, index, bytes on disk, last access,
+ *              bytes of data
  *   staged     files written through the mount and not yet (or not wholly)
  *              uploaded: key, the version they were based on, which
  *              chunks the staging file holds, the attributes to upload
- *   info       the schema version (PRAGMA user_version) and the source
+ *   counters   name -> a statistic summed over the cache's life (hits,
+ *              requests, ...): see meta_counters_add()
+ *   info       the schema version (PRAGMA user_version), the source, and
+ *              what other modules record with meta_info_put()
  *
  * The schema is versioned: meta_open() migrates an older database in one
  * transaction and refuses a newer one (-EPROTO, logged).  Statements are
@@ -194,6 +198,7 @@ struct meta_chunk {
 	uint64_t index;
 	uint64_t disk_bytes;
 	int64_t atime_ms;
+	uint64_t data_len; /* object bytes it holds; 0: not known (schema v2) */
 };
 
 int meta_chunk_put(struct meta *m, const struct meta_chunk *c);
@@ -214,6 +219,40 @@ int meta_chunk_scan(struct meta *m, meta_chunk_fn fn, void *ctx);
  * for all of them). */
 int meta_chunk_scan_other(struct meta *m, const char *key, const char *etag,
 			  meta_chunk_fn fn, void *ctx);
+
+/*
+ * Visit the chunk rows whose key starts with @prefix (bytewise; "" is every
+ * row), ordered by key, ETag and index.
+ */
+int meta_chunk_scan_prefix(struct meta *m, const char *prefix, meta_chunk_fn fn,
+			   void *ctx);
+
+/* A named counter.  @name borrowed. */
+struct meta_counter {
+	const char *name;
+	uint64_t value;
+};
+
+/*
+ * Add each @c[i].value to counter @c[i].name (created at 0), in one
+ * transaction; zero values are skipped.  Counters only grow, and are reset
+ * with the rest of the cache when its source changes (see meta_conf).
+ */
+int meta_counters_add(struct meta *m, const struct meta_counter *c, size_t n);
+
+/* Called per counter, in byte order of name: 0 to go on, -errno to stop. */
+typedef int (*meta_counter_fn)(void *ctx, const struct meta_counter *c);
+
+int meta_counters_scan(struct meta *m, meta_counter_fn fn, void *ctx);
+
+/*
+ * The info value @k: 0 with *out (caller frees), -ENOENT, or -errno.  "source"
+ * is the source recorded by meta_open().
+ */
+int meta_info_get(struct meta *m, const char *k, char **out);
+
+/* Set info @k to @v; "source" is meta_open()'s alone (-EINVAL). */
+int meta_info_put(struct meta *m, const char *k, const char *v);
 
 /*
  * A file written through the mount whose upload has not finished: the
@@ -261,8 +300,8 @@ typedef int (*meta_staged_fn)(void *ctx, const struct meta_staged *s);
 /* Visit every staged row. */
 int meta_staged_scan(struct meta *m, meta_staged_fn fn, void *ctx);
 
-/* Delete every row of every table but info and staged: staged rows are
- * data not yet in S3 and are never dropped with the cache. */
+/* Delete every row of every table but info and staged (counters included):
+ * staged rows are data not yet in S3 and are never dropped with the cache. */
 int meta_clear(struct meta *m);
 
 #endif

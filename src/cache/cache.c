@@ -21,6 +21,18 @@
  *                  its file missing or corrupt while others held it.
  *                  Invisible to readers; a new write of the name revives it
  *
+ * Objects: each ready entry that knows its object (key and ETag) hangs on
+ * a struct obj, which counts its ready entries and sits in a second LRU
+ * list ordered by the object's latest access.  nobjs counts the objects
+ * with at least one ready entry; an object is freed with its last entry.
+ * cache_max_entries caps nobjs: going over evicts the least recently used
+ * objects whole (an object with a pinned or written chunk is skipped).
+ * cache_max_age drops chunks not accessed for that long; the LRU list is
+ * in access order, so the pass walks from its tail and stops at the first
+ * chunk young enough (a wall clock stepping back may delay some: they go
+ * at a later pass).  The thread checks both at every pass, at least every
+ * AGE_CHECK_MAX_MS.
+ *
  * cache_evict_all() skips pinned entries without dooming them (they are in
  * use, and the request is about space); cache_drop_object() dooms them,
  * since an old version's chunks are garbage once their readers are done.
@@ -77,6 +89,9 @@
 /* a failing disk is logged at warn at most this often per kind */
 #define WARN_EVERY_MS (10 * 60 * 1000LL)
 #define TABLE_MIN 1024
+/* the thread checks the age limit at least this often */
+#define AGE_CHECK_MAX_MS 60000
+#define AGE_CHECK_MIN_MS 100
 
 enum doom {
 	DOOM_NONE,
@@ -84,14 +99,29 @@ enum doom {
 	DOOM_BAD,  /* file missing or corrupt: not counted as evicted */
 };
 
+struct entry;
+
+/* One version of one object with ready chunks.  Every field under lock. */
+struct obj {
+	uint64_t nchunks;	 /* ready entries on the list below */
+	struct entry *chunks;	 /* its entries, via onext/oprev */
+	struct obj *hnext;	 /* hash chain */
+	struct obj *prev, *next; /* object LRU (head: most recent) */
+	const char *etag;	 /* points into key's allocation */
+	char key[];		 /* key NUL etag NUL */
+};
+
 /* Every field is under cache.lock. */
 struct entry {
 	char name[CHUNK_NAME_LEN + 1];
 	uint64_t disk_bytes; /* ready: what its file takes on disk */
-	int64_t atime_ms;    /* last access, wall clock */
-	uint64_t gen;	     /* completed writes, to tell a replaced file */
-	unsigned pins;	     /* readers in chunk_read(), cache_pin() */
-	unsigned writers;    /* cache_put() calls in chunk_write() */
+	uint64_t data_len;   /* ready: object bytes it holds */
+	struct obj *obj;     /* ready: its object, or NULL when not known */
+	struct entry *onext, *oprev; /* the object's entries */
+	int64_t atime_ms;	     /* last access, wall clock */
+	uint64_t gen;	  /* completed writes, to tell a replaced file */
+	unsigned pins;	  /* readers in chunk_read(), cache_pin() */
+	unsigned writers; /* cache_put() calls in chunk_write() */
 	bool ready;
 	bool stamp_dirty;   /* atime_ms not yet in its row */
 	bool seen;	    /* cache_open() only: its file was found */
@@ -117,6 +147,11 @@ struct cache {
 	struct entry *head, *tail; /* lock; the LRU */
 	uint64_t nready;	   /* lock */
 	uint64_t chunk_bytes;	   /* lock */
+	uint64_t data_bytes;	   /* lock; data_len of ready entries */
+	struct obj **otable;	   /* lock; onbuckets chains */
+	size_t onbuckets;	   /* lock; a power of two */
+	uint64_t nobjs;		   /* lock; objects in otable */
+	struct obj *ohead, *otail; /* lock; the object LRU */
 	uint64_t meta_bytes;	   /* lock */
 	uint64_t reserved;	   /* lock */
 	size_t ndirty;		   /* lock */
@@ -315,6 +350,159 @@ static void lru_push(struct cache *c, struct entry *e)
 	c->head = e;
 }
 
+/* Objects */
+
+static size_t obj_bucket(size_t nbuckets, const char *key, const char *etag)
+{
+	uint64_t h = 14695981039346656037ULL; /* FNV-1a over key NUL etag */
+	const char *p;
+
+	for (p = key;; p++) {
+		h ^= (unsigned char)*p;
+		h *= 1099511628211ULL;
+		if (!*p)
+			break;
+	}
+	for (p = etag; *p; p++) {
+		h ^= (unsigned char)*p;
+		h *= 1099511628211ULL;
+	}
+	return (size_t)(h & (nbuckets - 1));
+}
+
+static struct obj *obj_find_locked(const struct cache *c, const char *key,
+				   const char *etag)
+{
+	struct obj *o = c->otable[obj_bucket(c->onbuckets, key, etag)];
+
+	while (o && (strcmp(o->key, key) != 0 || strcmp(o->etag, etag) != 0))
+		o = o->hnext;
+	return o;
+}
+
+/* Double the buckets; without memory, chains just grow longer. */
+static void obj_table_grow(struct cache *c)
+{
+	size_t n = c->onbuckets * 2, i, b;
+	struct obj **t = calloc(n, sizeof(*t));
+	struct obj *o, *next;
+
+	if (!t)
+		return;
+	for (i = 0; i < c->onbuckets; i++) {
+		for (o = c->otable[i]; o; o = next) {
+			next = o->hnext;
+			b = obj_bucket(n, o->key, o->etag);
+			o->hnext = t[b];
+			t[b] = o;
+		}
+	}
+	free(c->otable);
+	c->otable = t;
+	c->onbuckets = n;
+}
+
+static void obj_lru_unlink(struct cache *c, struct obj *o)
+{
+	if (o->prev)
+		o->prev->next = o->next;
+	else
+		c->ohead = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	else
+		c->otail = o->prev;
+	o->prev = o->next = NULL;
+}
+
+static void obj_touch_locked(struct cache *c, struct obj *o)
+{
+	if (!o || c->ohead == o)
+		return;
+	obj_lru_unlink(c, o);
+	o->next = c->ohead;
+	if (c->ohead)
+		c->ohead->prev = o;
+	else
+		c->otail = o;
+	c->ohead = o;
+}
+
+/* The object (@key, @etag), made when new; NULL without memory. */
+static struct obj *obj_get_locked(struct cache *c, const char *key,
+				  const char *etag)
+{
+	size_t klen = strlen(key), elen = strlen(etag), b;
+	struct obj *o = obj_find_locked(c, key, etag);
+
+	if (o)
+		return o;
+	o = calloc(1, sizeof(*o) + klen + elen + 2);
+	if (!o)
+		return NULL;
+	memcpy(o->key, key, klen + 1);
+	memcpy(o->key + klen + 1, etag, elen + 1);
+	o->etag = o->key + klen + 1;
+	if (c->nobjs >= c->onbuckets)
+		obj_table_grow(c);
+	b = obj_bucket(c->onbuckets, key, etag);
+	o->hnext = c->otable[b];
+	c->otable[b] = o;
+	c->nobjs++;
+	/* at the tail: obj_touch_locked() puts it where it belongs */
+	o->prev = c->otail;
+	if (c->otail)
+		c->otail->next = o;
+	else
+		c->ohead = o;
+	c->otail = o;
+	return o;
+}
+
+/* Hang ready entry @e on object (@key, @etag), when memory allows. */
+static void obj_attach_locked(struct cache *c, struct entry *e, const char *key,
+			      const char *etag)
+{
+	struct obj *o = obj_get_locked(c, key, etag);
+
+	e->obj = o;
+	if (!o)
+		return;
+	e->oprev = NULL;
+	e->onext = o->chunks;
+	if (o->chunks)
+		o->chunks->oprev = e;
+	o->chunks = e;
+	o->nchunks++;
+}
+
+/* Take @e off its object; the object goes with its last entry. */
+static void obj_detach_locked(struct cache *c, struct entry *e)
+{
+	struct obj *o = e->obj;
+	struct obj **p;
+
+	if (!o)
+		return;
+	if (e->oprev)
+		e->oprev->onext = e->onext;
+	else
+		o->chunks = e->onext;
+	if (e->onext)
+		e->onext->oprev = e->oprev;
+	e->onext = e->oprev = NULL;
+	e->obj = NULL;
+	if (--o->nchunks)
+		return;
+	p = &c->otable[obj_bucket(c->onbuckets, o->key, o->etag)];
+	while (*p != o)
+		p = &(*p)->hnext;
+	*p = o->hnext;
+	obj_lru_unlink(c, o);
+	c->nobjs--;
+	free(o);
+}
+
 static bool visible(const struct entry *e)
 {
 	return e && e->ready && e->doom == DOOM_NONE;
@@ -415,7 +603,9 @@ static void entry_drop_locked(struct cache *c, struct entry *e,
 		c->st.evicted_bytes += e->disk_bytes;
 	}
 	lru_unlink(c, e);
+	obj_detach_locked(c, e);
 	c->chunk_bytes -= e->disk_bytes;
+	c->data_bytes -= e->data_len;
 	c->nready--;
 	if (e->stamp_dirty)
 		c->ndirty--;
@@ -520,25 +710,136 @@ static int make_room_locked(struct cache *c, uint64_t need)
 	return goal_met(c, &g, 0) ? 0 : -ENOSPC;
 }
 
+/* True when every chunk of @o may be evicted now. */
+static bool obj_evictable(const struct obj *o)
+{
+	const struct entry *e;
+
+	for (e = o->chunks; e; e = e->onext)
+		if (!evictable(e))
+			return false;
+	return true;
+}
+
+/*
+ * Evict least recently used objects whole, never @keep nor one with a
+ * chunk in use, until at most @max objects are left or @limit chunks
+ * went.  Returns the chunks evicted.
+ */
+static size_t evict_objects_locked(struct cache *c, uint64_t max, size_t limit,
+				   const struct obj *keep)
+{
+	struct obj *o, *prev;
+	struct row_batch b;
+	size_t n = 0;
+
+	b.n = 0;
+	for (o = c->otail; o && c->nobjs > max && n < limit; o = prev) {
+		prev = o->prev;
+		if (o == keep || !obj_evictable(o))
+			continue;
+		/* the last entry's drop frees @o */
+		while (o->nchunks > 1) {
+			entry_drop_locked(c, o->chunks, &b, true);
+			n++;
+		}
+		entry_drop_locked(c, o->chunks, &b, true);
+		n++;
+	}
+	rows_flush_locked(c, &b);
+	return n;
+}
+
+/*
+ * Evict chunks last accessed before @cutoff_ms, least recently used first,
+ * at most @limit.  Returns how many went.
+ */
+static size_t evict_aged_locked(struct cache *c, int64_t cutoff_ms,
+				size_t limit)
+{
+	struct entry *e, *prev;
+	struct row_batch b;
+	size_t n = 0;
+
+	b.n = 0;
+	for (e = c->tail; e && n < limit && e->atime_ms < cutoff_ms; e = prev) {
+		prev = e->prev;
+		if (!evictable(e))
+			continue;
+		entry_drop_locked(c, e, &b, true);
+		c->st.expired++;
+		n++;
+	}
+	rows_flush_locked(c, &b);
+	return n;
+}
+
+/* Let others in between batches of a long pass; true to go on. */
+static bool yield_locked(struct cache *c)
+{
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_lock(&c->lock);
+	return !c->stop;
+}
+
+/* The age and entry limits, a batch per hold of the lock.  Counts went. */
+static uint64_t enforce_limits_locked(struct cache *c, uint64_t max_age_ms)
+{
+	uint64_t n = 0;
+	size_t k;
+
+	if (max_age_ms) {
+		int64_t cutoff = now_ms() - (int64_t)max_age_ms;
+
+		do {
+			k = evict_aged_locked(c, cutoff, EVICT_BATCH);
+			n += k;
+		} while (k == EVICT_BATCH && yield_locked(c));
+	}
+	if (c->conf.max_entries) {
+		do {
+			k = evict_objects_locked(c, c->conf.max_entries,
+						 EVICT_BATCH, NULL);
+			n += k;
+		} while (k >= EVICT_BATCH && yield_locked(c));
+	}
+	return n;
+}
+
 /* Admission */
 
-/* The file of @e was written (@disk_bytes): make it ready, write its row. */
+/*
+ * The file of @e was written (@disk_bytes, holding @len bytes of data):
+ * make it ready, write its row, and keep the entry limit.
+ */
 static void install_locked(struct cache *c, struct entry *e,
-			   const struct cache_ref *ref, uint64_t disk_bytes)
+			   const struct cache_ref *ref, uint64_t disk_bytes,
+			   uint64_t len)
 {
 	struct goal trim = { .max_used = c->conf.cap_bytes };
+	const char *etag = ref->etag ? ref->etag : "";
 	struct meta_chunk row;
 
 	if (e->ready) {
 		c->chunk_bytes -= e->disk_bytes;
+		c->data_bytes -= e->data_len;
 		lru_unlink(c, e);
+		/* the same name is the same object, unless told otherwise */
+		if (e->obj && (strcmp(e->obj->key, ref->key) != 0 ||
+			       strcmp(e->obj->etag, etag) != 0))
+			obj_detach_locked(c, e);
 	} else {
 		e->ready = true;
 		c->nready++;
 	}
 	lru_push(c, e);
+	if (!e->obj)
+		obj_attach_locked(c, e, ref->key, etag);
+	obj_touch_locked(c, e->obj);
 	e->disk_bytes = disk_bytes;
+	e->data_len = len;
 	c->chunk_bytes += disk_bytes;
+	c->data_bytes += len;
 	e->atime_ms = now_ms();
 	e->gen++;
 	e->doom = DOOM_NONE;
@@ -546,10 +847,11 @@ static void install_locked(struct cache *c, struct entry *e,
 
 	row.name = e->name;
 	row.key = ref->key;
-	row.etag = ref->etag ? ref->etag : "";
+	row.etag = etag;
 	row.index = ref->index;
 	row.disk_bytes = disk_bytes;
 	row.atime_ms = e->atime_ms;
+	row.data_len = len;
 	/*
 	 * A failure is logged by meta; the chunk serves until the next open,
 	 * which deletes a file without a row.
@@ -559,6 +861,8 @@ static void install_locked(struct cache *c, struct entry *e,
 	/* only if the estimate fell short, which it should not */
 	if (used_locked(c) > c->conf.cap_bytes)
 		evict_locked(c, &trim, SIZE_MAX, e);
+	if (c->conf.max_entries && c->nobjs > c->conf.max_entries)
+		evict_objects_locked(c, c->conf.max_entries, SIZE_MAX, e->obj);
 	kick_locked(c);
 }
 
@@ -648,7 +952,7 @@ int cache_put(struct cache *c, const char *name, const struct cache_ref *ref,
 	e->writers--;
 	first = false;
 	if (rc == 0) {
-		install_locked(c, e, ref, disk_bytes);
+		install_locked(c, e, ref, disk_bytes, len);
 	} else if (rc != -ENOMEM) {
 		c->st.disk_errors++;
 		first = warn_due_locked(&c->warned_write);
@@ -685,6 +989,7 @@ ssize_t cache_read(struct cache *c, const char *name, uint64_t off, void *out,
 	e->pins++;
 	lru_unlink(c, e);
 	lru_push(c, e);
+	obj_touch_locked(c, e->obj);
 	e->atime_ms = now_ms();
 	if (!e->stamp_dirty) {
 		e->stamp_dirty = true;
@@ -771,35 +1076,55 @@ static int collect_name(void *ctx, const struct meta_chunk *mc)
 	return mc->name ? str_list_add(ctx, mc->name) : 0;
 }
 
-int cache_drop_object(struct cache *c, const char *key, const char *keep_etag)
+/* Rows of object @key exactly, from a prefix scan. */
+struct exact_ctx {
+	const char *key;
+	struct str_list *names;
+};
+
+static int collect_exact(void *ctx, const struct meta_chunk *mc)
 {
-	struct str_list names = { 0 };
+	struct exact_ctx *x = ctx;
+
+	if (!mc->name || !mc->key || strcmp(mc->key, x->key) != 0)
+		return 0;
+	return str_list_add(x->names, mc->name);
+}
+
+/*
+ * Drop the chunks named by @names (rows of the store): a pinned one is
+ * doomed to go at its last unpin, one being written stays.  Counts what
+ * goes into @out (may be NULL).
+ */
+static void drop_names(struct cache *c, const struct str_list *names,
+		       struct cache_drop_result *out)
+{
+	struct cache_drop_result r = { 0 };
 	struct row_batch b;
 	struct entry *e;
 	size_t i;
-	int rc;
 
-	if (!key)
-		return -EINVAL;
-	rc = meta_chunk_scan_other(c->m, key, keep_etag, collect_name, &names);
-	if (rc < 0)
-		goto out;
 	b.n = 0;
 	pthread_mutex_lock(&c->lock);
-	for (i = 0; i < names.n; i++) {
+	for (i = 0; i < names->n; i++) {
 		/* rows that cannot name a chunk go at the next open */
-		if (!chunk_name_valid(names.v[i]))
+		if (!chunk_name_valid(names->v[i]))
 			continue;
-		e = table_find(c, names.v[i]);
+		e = table_find(c, names->v[i]);
 		if (!e) {
 			/* a row the index does not know: just the row */
-			rows_add_locked(c, &b, names.v[i]);
+			rows_add_locked(c, &b, names->v[i]);
 		} else if (!e->ready || e->writers) {
 			/* being written: the writer's version stands */
 		} else if (e->pins) {
-			if (e->doom == DOOM_NONE)
+			if (e->doom == DOOM_NONE) {
 				e->doom = DOOM_DROP;
+				r.chunks++;
+				r.bytes += e->disk_bytes;
+			}
 		} else {
+			r.chunks++;
+			r.bytes += e->disk_bytes;
 			entry_drop_locked(c, e, &b, true);
 		}
 		/* let readers in between batches */
@@ -811,7 +1136,39 @@ int cache_drop_object(struct cache *c, const char *key, const char *keep_etag)
 	}
 	rows_flush_locked(c, &b);
 	pthread_mutex_unlock(&c->lock);
-out:
+	if (out)
+		*out = r;
+}
+
+int cache_drop_object(struct cache *c, const char *key, const char *keep_etag)
+{
+	struct str_list names = { 0 };
+	int rc;
+
+	if (!key)
+		return -EINVAL;
+	rc = meta_chunk_scan_other(c->m, key, keep_etag, collect_name, &names);
+	if (rc == 0)
+		drop_names(c, &names, NULL);
+	str_list_release(&names);
+	return rc;
+}
+
+int cache_drop_prefix(struct cache *c, const char *prefix, bool exact,
+		      struct cache_drop_result *out)
+{
+	struct str_list names = { 0 };
+	struct exact_ctx x = { .key = prefix, .names = &names };
+	int rc;
+
+	if (!prefix)
+		return -EINVAL;
+	if (exact)
+		rc = meta_chunk_scan_prefix(c->m, prefix, collect_exact, &x);
+	else
+		rc = meta_chunk_scan_prefix(c->m, prefix, collect_name, &names);
+	if (rc == 0)
+		drop_names(c, &names, out);
 	str_list_release(&names);
 	return rc;
 }
@@ -842,6 +1199,10 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
 	out->used_bytes = c->chunk_bytes + c->meta_bytes;
 	out->cap_bytes = c->conf.cap_bytes;
 	out->chunks = c->nready;
+	out->objects = c->nobjs;
+	out->data_bytes = c->data_bytes;
+	out->max_entries = c->conf.max_entries;
+	out->max_age_ms = c->conf.max_age_ms;
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -919,19 +1280,39 @@ static void bg_pass(struct cache *c)
 			pthread_mutex_lock(&c->lock);
 		}
 	}
+	if (!c->stop)
+		enforce_limits_locked(c, c->conf.max_age_ms);
 	pthread_mutex_unlock(&c->lock);
+}
+
+/* How long the thread sleeps between passes. */
+static uint32_t period_ms(const struct cache_conf *conf)
+{
+	uint64_t p = conf->flush_ms, age;
+
+	if (conf->max_age_ms) {
+		age = conf->max_age_ms / 4;
+		if (age < AGE_CHECK_MIN_MS)
+			age = AGE_CHECK_MIN_MS;
+		if (age > AGE_CHECK_MAX_MS)
+			age = AGE_CHECK_MAX_MS;
+		if (age < p)
+			p = age;
+	}
+	return (uint32_t)p;
 }
 
 static void *bg_main(void *arg)
 {
 	struct cache *c = arg;
+	uint32_t period = period_ms(&c->conf);
 	struct timespec dl;
 
 	pthread_mutex_lock(&c->lock);
 	while (!c->stop) {
 		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_sec += c->conf.flush_ms / 1000;
-		dl.tv_nsec += (long)(c->conf.flush_ms % 1000) * 1000000;
+		dl.tv_sec += period / 1000;
+		dl.tv_nsec += (long)(period % 1000) * 1000000;
 		if (dl.tv_nsec >= 1000000000) {
 			dl.tv_sec++;
 			dl.tv_nsec -= 1000000000;
@@ -951,12 +1332,226 @@ static void *bg_main(void *arg)
 	return NULL;
 }
 
+/* Maintenance: gc and verify */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool sorted_has(const struct str_list *l, const char *name)
+{
+	return l->n && bsearch(&name, l->v, l->n, sizeof(*l->v), cmp_str);
+}
+
+static int scan_name(void *ctx, const char *name, uint64_t disk_bytes)
+{
+	(void)disk_bytes;
+	return str_list_add(ctx, name);
+}
+
+/* Evict down to the cap and above the floor now, whatever the watermarks. */
+static void gc_cap_locked(struct cache *c)
+{
+	struct goal g = {
+		.max_used = c->conf.cap_bytes,
+		.min_free = c->conf.min_free_bytes,
+	};
+
+	measure_meta_locked(c);
+	g.avail = avail_locked(c);
+	while (evict_locked(c, &g, EVICT_BATCH, NULL) == EVICT_BATCH)
+		if (!yield_locked(c))
+			break;
+}
+
+/*
+ * Files without an entry go; entries whose file is gone or unreadable go
+ * (rows too).  @files: the names chunk_scan() found, sorted.
+ */
+static void gc_files_locked(struct cache *c, const struct str_list *files,
+			    struct cache_gc_result *r)
+{
+	struct entry *e, *prev;
+	struct row_batch b;
+	uint64_t len;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < files->n; i++)
+		if (!table_find(c, files->v[i]) &&
+		    chunk_remove(c->cs, files->v[i]) == 0)
+			r->orphan_files++;
+	b.n = 0;
+	for (e = c->tail; e; e = prev) {
+		prev = e->prev;
+		if (!evictable(e) || sorted_has(files, e->name))
+			continue;
+		/* stored after the scan, or really gone? */
+		rc = chunk_data_len(c->cs, e->name, &len);
+		if (rc != -ENOENT && rc != -EBADMSG)
+			continue;
+		entry_drop_locked(c, e, &b, false);
+		r->missing++;
+	}
+	rows_flush_locked(c, &b);
+}
+
+/* Rows the index does not know go. */
+static void gc_rows_locked(struct cache *c, const struct str_list *rows,
+			   struct cache_gc_result *r)
+{
+	struct row_batch b;
+	size_t i;
+
+	b.n = 0;
+	for (i = 0; i < rows->n; i++) {
+		if (table_find(c, rows->v[i]))
+			continue;
+		rows_add_locked(c, &b, rows->v[i]);
+		r->stale_rows++;
+	}
+	rows_flush_locked(c, &b);
+}
+
+int cache_gc(struct cache *c, uint64_t older_than_ms,
+	     struct cache_gc_result *out)
+{
+	struct str_list files = { 0 }, rows = { 0 };
+	struct cache_gc_result r = { 0 };
+	uint64_t age, ev0, bytes0, exp0;
+	int rc;
+
+	flush_stamps(c);
+	pthread_mutex_lock(&c->lock);
+	ev0 = c->st.evicted;
+	bytes0 = c->st.evicted_bytes;
+	exp0 = c->st.expired;
+	age = older_than_ms ? older_than_ms : c->conf.max_age_ms;
+	enforce_limits_locked(c, age);
+	r.expired = c->st.expired - exp0;
+	r.capped = c->st.evicted - ev0 - r.expired;
+	gc_cap_locked(c);
+	r.evicted = c->st.evicted - ev0 - r.expired - r.capped;
+	r.freed_bytes = c->st.evicted_bytes - bytes0;
+	pthread_mutex_unlock(&c->lock);
+
+	rc = chunk_scan(c->cs, scan_name, &files);
+	if (rc < 0) {
+		log_error("cache: cannot scan the chunk files of '%s': %s",
+			  c->dir, strerror(-rc));
+		goto out;
+	}
+	if (files.n)
+		qsort(files.v, files.n, sizeof(*files.v), cmp_str);
+	pthread_mutex_lock(&c->lock);
+	gc_files_locked(c, &files, &r);
+	pthread_mutex_unlock(&c->lock);
+
+	rc = meta_chunk_scan(c->m, collect_name, &rows);
+	if (rc < 0)
+		goto out;
+	pthread_mutex_lock(&c->lock);
+	gc_rows_locked(c, &rows, &r);
+	pthread_mutex_unlock(&c->lock);
+out:
+	str_list_release(&files);
+	str_list_release(&rows);
+	if (out)
+		*out = r;
+	return rc;
+}
+
+/*
+ * Check chunk @name whole into *@buf (grown as needed).  0 when good, 1
+ * when it was bad and was dropped, -ENOMEM.
+ */
+static int verify_one(struct cache *c, const char *name, char **buf,
+		      size_t *cap)
+{
+	uint64_t len = 0, gen;
+	struct entry *e;
+	ssize_t n;
+	char *p;
+	int rc;
+
+	pthread_mutex_lock(&c->lock);
+	e = table_find(c, name);
+	if (!visible(e)) {
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	e->pins++;
+	gen = e->gen;
+	pthread_mutex_unlock(&c->lock);
+
+	rc = chunk_data_len(c->cs, name, &len);
+	if (rc == 0 && len > *cap) {
+		p = realloc(*buf, len);
+		if (!p) {
+			rc = -ENOMEM;
+		} else {
+			*buf = p;
+			*cap = len;
+		}
+	}
+	if (rc == 0) {
+		n = chunk_read(c->cs, name, 0, *buf, len);
+		rc = n < 0 ? (int)n : (uint64_t)n == len ? 0 : -EBADMSG;
+	}
+
+	pthread_mutex_lock(&c->lock);
+	e->pins--;
+	if (rc == -EBADMSG)
+		c->st.corrupt++;
+	if (rc < 0 && rc != -ENOMEM) {
+		/* unless a writer replaced the file meanwhile, it is bad */
+		if (e->gen == gen && !e->writers && e->doom == DOOM_NONE)
+			e->doom = DOOM_BAD;
+		rc = 1;
+	}
+	entry_settle_locked(c, e);
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int cache_verify(struct cache *c, struct cache_verify_result *out)
+{
+	struct cache_verify_result r = { 0 };
+	struct str_list names = { 0 };
+	struct entry *e;
+	size_t cap = 0, i;
+	char *buf = NULL;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (e = c->head; e && rc == 0; e = e->next)
+		if (visible(e))
+			rc = str_list_add(&names, e->name);
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < names.n && rc == 0; i++) {
+		rc = verify_one(c, names.v[i], &buf, &cap);
+		if (rc >= 0) {
+			r.checked++;
+			r.bad += (uint64_t)rc;
+			rc = 0;
+		}
+	}
+	free(buf);
+	str_list_release(&names);
+	if (out)
+		*out = r;
+	return rc;
+}
+
 /* Opening: load, reconcile */
 
 struct loaded {
 	char name[CHUNK_NAME_LEN + 1];
 	uint64_t disk_bytes;
+	uint64_t data_len;
 	int64_t atime_ms;
+	char *ident; /* owned: key NUL etag NUL */
 };
 
 struct load_ctx {
@@ -968,8 +1563,9 @@ struct load_ctx {
 static int load_row(void *ctx, const struct meta_chunk *mc)
 {
 	struct load_ctx *l = ctx;
+	size_t cap, klen, elen;
 	struct loaded *v;
-	size_t cap;
+	char *ident;
 
 	if (!chunk_name_valid(mc->name))
 		return mc->name ? str_list_add(&l->bad, mc->name) : 0;
@@ -981,9 +1577,18 @@ static int load_row(void *ctx, const struct meta_chunk *mc)
 		l->v = v;
 		l->cap = cap;
 	}
+	klen = strlen(mc->key ? mc->key : "");
+	elen = strlen(mc->etag ? mc->etag : "");
+	ident = malloc(klen + elen + 2);
+	if (!ident)
+		return -ENOMEM;
+	memcpy(ident, mc->key ? mc->key : "", klen + 1);
+	memcpy(ident + klen + 1, mc->etag ? mc->etag : "", elen + 1);
 	memcpy(l->v[l->n].name, mc->name, CHUNK_NAME_LEN + 1);
 	l->v[l->n].disk_bytes = mc->disk_bytes;
+	l->v[l->n].data_len = mc->data_len;
 	l->v[l->n].atime_ms = mc->atime_ms;
+	l->v[l->n].ident = ident;
 	l->n++;
 	return 0;
 }
@@ -1023,13 +1628,20 @@ static int load_index_locked(struct cache *c, struct str_list *bad)
 		}
 		memcpy(e->name, l.v[i].name, CHUNK_NAME_LEN + 1);
 		e->disk_bytes = l.v[i].disk_bytes;
+		e->data_len = l.v[i].data_len;
 		e->atime_ms = l.v[i].atime_ms;
 		e->ready = true;
 		table_add(c, e);
 		lru_push(c, e);
+		obj_attach_locked(c, e, l.v[i].ident,
+				  l.v[i].ident + strlen(l.v[i].ident) + 1);
+		obj_touch_locked(c, e->obj);
+		c->data_bytes += e->data_len;
 		c->nready++;
 	}
 out:
+	for (i = 0; i < l.n; i++)
+		free(l.v[i].ident);
 	free(l.v);
 	*bad = l.bad;
 	return rc;
@@ -1082,12 +1694,16 @@ static int reconcile_locked(struct cache *c, struct str_list *stale)
 		if (rc < 0)
 			goto out;
 		lru_unlink(c, e);
+		obj_detach_locked(c, e);
+		c->data_bytes -= e->data_len;
 		table_del(c, e);
 		c->nready--;
 		free(e);
 	}
 	/* a failure is logged by meta; the rows go at the next open */
 	meta_chunk_delete_many(c->m, (const char *const *)stale->v, stale->n);
+	c->st.open_orphans = removed;
+	c->st.open_stale = stale->n;
 	log_info("cache: %" PRIu64 " chunks, %" PRIu64 " bytes; removed %zu "
 		 "orphan files, %zu stale rows",
 		 c->nready, c->chunk_bytes, removed, stale->n);
@@ -1108,6 +1724,15 @@ static void cache_free(struct cache *c)
 		}
 	}
 	free(c->table);
+	for (i = 0; c->otable && i < c->onbuckets; i++) {
+		struct obj *o, *onext;
+
+		for (o = c->otable[i]; o; o = onext) {
+			onext = o->hnext;
+			free(o);
+		}
+	}
+	free(c->otable);
 	pthread_cond_destroy(&c->wake);
 	pthread_mutex_destroy(&c->lock);
 	free(c->dir);
@@ -1168,7 +1793,9 @@ int cache_open(const struct cache_conf *conf, struct meta *m,
 	c->wal_path = path_join(conf->dir, "meta.db-wal");
 	c->nbuckets = TABLE_MIN;
 	c->table = calloc(c->nbuckets, sizeof(*c->table));
-	if (!c->dir || !c->db_path || !c->wal_path || !c->table) {
+	c->onbuckets = TABLE_MIN;
+	c->otable = calloc(c->onbuckets, sizeof(*c->otable));
+	if (!c->dir || !c->db_path || !c->wal_path || !c->table || !c->otable) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -1184,6 +1811,7 @@ int cache_open(const struct cache_conf *conf, struct meta *m,
 		measure_meta_locked(c);
 		g.avail = avail_locked(c);
 		evict_locked(c, &g, SIZE_MAX, NULL);
+		enforce_limits_locked(c, c->conf.max_age_ms);
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (rc < 0)

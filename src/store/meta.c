@@ -113,10 +113,23 @@ static const char *const schema_v2[] = {
 	NULL,
 };
 
+/*
+ * Version 3: chunks gain data_len, the bytes of object data they hold (0
+ * for rows of older versions: not known until the chunk is stored again),
+ * and the counters table keeps statistics over the cache's life.
+ */
+static const char *const schema_v3[] = {
+	"ALTER TABLE chunks ADD COLUMN data_len INTEGER NOT NULL DEFAULT 0",
+	"CREATE TABLE counters (name TEXT PRIMARY KEY,"
+	" value INTEGER NOT NULL) WITHOUT ROWID",
+	NULL,
+};
+
 /* migrations[v] takes version v to v + 1; append, never edit. */
 static const char *const *const migrations[] = {
 	schema_v1,
 	schema_v2,
+	schema_v3,
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -163,6 +176,10 @@ enum stmt_id {
 	ST_CLEAR_ENTRIES,
 	ST_CLEAR_NEGATIVES,
 	ST_CLEAR_CHUNKS,
+	ST_CLEAR_COUNTERS,
+	ST_CHUNK_SCAN_PREFIX,
+	ST_COUNTER_ADD,
+	ST_COUNTER_SCAN,
 	ST_COUNT
 };
 
@@ -171,7 +188,8 @@ enum stmt_id {
 	" FROM entries AS e LEFT JOIN objects AS o" \
 	" ON e.is_dir = 0 AND o.key = e.dir || e.name"
 
-#define CHUNK_COLUMNS "SELECT name, key, etag, idx, disk_bytes, atime_ms"
+#define CHUNK_COLUMNS \
+	"SELECT name, key, etag, idx, disk_bytes, atime_ms, data_len"
 
 /* Whether an upsert of objects keeps the row's attributes (see put_object()). */
 #define KEEP_ATTRS "excluded.has_attrs = 0 AND etag = excluded.etag"
@@ -247,8 +265,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 		" o.uid, o.gid, o.attr_mtime" JOIN_OBJECT
 		" WHERE e.dir = ?1 AND e.name = ?2",
 	[ST_CHUNK_PUT] = "INSERT OR REPLACE INTO chunks"
-			 " (name, key, etag, idx, disk_bytes, atime_ms)"
-			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+			 " (name, key, etag, idx, disk_bytes, atime_ms,"
+			 " data_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
 	[ST_CHUNK_DELETE] = "DELETE FROM chunks WHERE name = ?1",
 	[ST_CHUNK_TOUCH] = "UPDATE chunks SET atime_ms = ?2 WHERE name = ?1",
 	[ST_CHUNK_SCAN] = CHUNK_COLUMNS " FROM chunks",
@@ -278,6 +296,13 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_CLEAR_ENTRIES] = "DELETE FROM entries",
 	[ST_CLEAR_NEGATIVES] = "DELETE FROM negatives",
 	[ST_CLEAR_CHUNKS] = "DELETE FROM chunks",
+	[ST_CLEAR_COUNTERS] = "DELETE FROM counters",
+	[ST_CHUNK_SCAN_PREFIX] = CHUNK_COLUMNS
+	" FROM chunks" PREFIX_RANGE("key") " ORDER BY key, etag, idx",
+	[ST_COUNTER_ADD] = "INSERT INTO counters (name, value) VALUES (?1, ?2)"
+			   " ON CONFLICT (name) DO UPDATE"
+			   " SET value = value + excluded.value",
+	[ST_COUNTER_SCAN] = "SELECT name, value FROM counters ORDER BY name",
 };
 
 struct meta {
@@ -583,7 +608,7 @@ static int clear_tables(struct meta *m)
 {
 	int id, rc = 0;
 
-	for (id = ST_CLEAR_OBJECTS; id <= ST_CLEAR_CHUNKS && rc == 0; id++)
+	for (id = ST_CLEAR_OBJECTS; id <= ST_CLEAR_COUNTERS && rc == 0; id++)
 		rc = run(m, (enum stmt_id)id, "clear", NULL);
 	return rc;
 }
@@ -1208,6 +1233,7 @@ int meta_chunk_put(struct meta *m, const struct meta_chunk *c)
 	bind_i64(m, st, 4, (int64_t)c->index);
 	bind_i64(m, st, 5, (int64_t)c->disk_bytes);
 	bind_i64(m, st, 6, c->atime_ms);
+	bind_i64(m, st, 7, (int64_t)c->data_len);
 	rc = step(m, st, "put chunk", c->name);
 	pthread_mutex_unlock(&m->lock);
 	return rc;
@@ -1257,6 +1283,7 @@ static int scan_chunks(struct meta *m, sqlite3_stmt *st, meta_chunk_fn fn,
 		c.index = (uint64_t)sqlite3_column_int64(st, 3);
 		c.disk_bytes = (uint64_t)sqlite3_column_int64(st, 4);
 		c.atime_ms = sqlite3_column_int64(st, 5);
+		c.data_len = (uint64_t)sqlite3_column_int64(st, 6);
 		if (rc == 0)
 			rc = fn(ctx, &c);
 		if (rc < 0) {
@@ -1287,6 +1314,114 @@ int meta_chunk_scan_other(struct meta *m, const char *key, const char *etag,
 	bind_str(m, st, 1, key);
 	bind_str(m, st, 2, etag);
 	rc = scan_chunks(m, st, fn, ctx, key);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int meta_chunk_scan_prefix(struct meta *m, const char *prefix, meta_chunk_fn fn,
+			   void *ctx)
+{
+	sqlite3_stmt *st = m->st[ST_CHUNK_SCAN_PREFIX];
+	char *end;
+	int rc;
+
+	end = malloc(strlen(prefix) + 1);
+	if (!end)
+		return -ENOMEM;
+	pthread_mutex_lock(&m->lock);
+	bind_prefix(m, st, prefix, end);
+	rc = scan_chunks(m, st, fn, ctx, prefix);
+	pthread_mutex_unlock(&m->lock);
+	free(end);
+	return rc;
+}
+
+int meta_counters_add(struct meta *m, const struct meta_counter *c, size_t n)
+{
+	sqlite3_stmt *st = m->st[ST_COUNTER_ADD];
+	size_t i;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	pthread_mutex_lock(&m->lock);
+	rc = tx_begin(m);
+	if (rc < 0)
+		goto out;
+	for (i = 0; i < n && rc == 0; i++) {
+		if (c[i].value == 0)
+			continue;
+		bind_str(m, st, 1, c[i].name);
+		bind_i64(m, st, 2, (int64_t)c[i].value);
+		rc = step(m, st, "add counter", c[i].name);
+	}
+	rc = tx_end(m, rc);
+out:
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int meta_counters_scan(struct meta *m, meta_counter_fn fn, void *ctx)
+{
+	sqlite3_stmt *st = m->st[ST_COUNTER_SCAN];
+	struct meta_counter c;
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	while ((rc = step(m, st, "scan counters", NULL)) == 1) {
+		rc = column_str(st, 0, &c.name);
+		c.value = (uint64_t)sqlite3_column_int64(st, 1);
+		if (rc == 0 && c.name)
+			rc = fn(ctx, &c);
+		if (rc < 0) {
+			finish(m, st);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+int meta_info_get(struct meta *m, const char *k, char **out)
+{
+	sqlite3_stmt *st = m->st[ST_INFO_GET];
+	const char *v = NULL;
+	char *copy = NULL;
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	bind_str(m, st, 1, k);
+	rc = step(m, st, "read", k);
+	if (rc == 1) {
+		rc = column_str(st, 0, &v);
+		if (rc == 0 && !v)
+			rc = -ENOENT;
+		if (rc == 0) {
+			copy = strdup(v);
+			if (!copy)
+				rc = -ENOMEM;
+		}
+		finish(m, st);
+	} else if (rc == 0) {
+		rc = -ENOENT;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (rc == 0)
+		*out = copy;
+	return rc;
+}
+
+int meta_info_put(struct meta *m, const char *k, const char *v)
+{
+	sqlite3_stmt *st = m->st[ST_INFO_PUT];
+	int rc;
+
+	if (strcmp(k, "source") == 0)
+		return -EINVAL;
+	pthread_mutex_lock(&m->lock);
+	bind_str(m, st, 1, k);
+	bind_str(m, st, 2, v);
+	rc = step(m, st, "write", k);
 	pthread_mutex_unlock(&m->lock);
 	return rc;
 }

@@ -4,8 +4,9 @@
  * the cap checked after every put against the files themselves (not the
  * module's numbers), pins, reconciliation and persistence across reopen,
  * corrupt and missing files, batched access stamps, the background
- * watermarks, dropping an object's chunks, the free-space floor, and
- * concurrent puts and reads checked against the invariants.
+ * watermarks, dropping an object's chunks, the free-space floor, the
+ * entry and age limits, dropping by prefix, gc and verify, and concurrent
+ * puts and reads checked against the invariants.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -694,6 +695,263 @@ static void test_drop(void)
 	env_close(&v);
 }
 
+/* Put chunk @index of object (@key, "e") with @len bytes of 'x'. */
+static int put_obj_chunk(struct env *v, const char *key, uint64_t index,
+			 size_t len, char name[NAME_SZ])
+{
+	struct cache_ref ref = { .key = key, .etag = "e", .index = index };
+	static unsigned char data[8192];
+
+	memset(data, 'x', sizeof(data));
+	name_of(key, "e", index, name);
+	return cache_put(v->c, name, &ref, data, len);
+}
+
+static void test_max_entries(void)
+{
+	char n[6][3][NAME_SZ], keys[6][8];
+	unsigned char buf[16];
+	struct cache_stats st;
+	bool all = true;
+	struct env v;
+	int i, j;
+
+	env_init(&v, "entries", 64 * MIB);
+	v.conf.max_entries = 3;
+	if (!ok(env_open(&v) == 0, "entries: open"))
+		return;
+	/* objects o0..o2, three chunks each */
+	for (i = 0; i < 3; i++) {
+		snprintf(keys[i], sizeof(keys[i]), "o%d", i);
+		for (j = 0; j < 3; j++) {
+			all &= put_obj_chunk(&v, keys[i], j, 1000, n[i][j]) ==
+			       0;
+			next_ms();
+		}
+	}
+	ok(all, "entries: 9 puts");
+	cache_get_stats(v.c, &st);
+	ok(st.objects == 3 && st.chunks == 9, "entries: 3 objects, 9 chunks");
+	is_int(st.data_bytes, 9000, "entries: data bytes summed");
+	/* o0 read last: o1 is now the least recently used object */
+	is_int(cache_read(v.c, n[0][2], 0, buf, sizeof(buf)), sizeof(buf),
+	       "entries: read o0");
+	next_ms();
+	snprintf(keys[3], sizeof(keys[3]), "o3");
+	is_int(put_obj_chunk(&v, keys[3], 0, 1000, n[3][0]), 0,
+	       "entries: put a 4th object");
+	cache_get_stats(v.c, &st);
+	is_int(st.objects, 3, "entries: back at 3 objects");
+	all = true;
+	for (j = 0; j < 3; j++)
+		all &= !cache_contains(v.c, n[1][j]) && !on_disk(&v, n[1][j]) &&
+		       !has_row(&v, n[1][j]);
+	ok(all, "entries: o1, least recently used, went whole");
+	ok(cache_contains(v.c, n[0][0]) && cache_contains(v.c, n[0][1]) &&
+		   cache_contains(v.c, n[2][0]) && cache_contains(v.c, n[3][0]),
+	   "entries: o0 (chunks read or not), o2 and o3 kept");
+	/* a second chunk of a cached object adds no object */
+	is_int(put_obj_chunk(&v, keys[3], 1, 1000, n[3][1]), 0,
+	       "entries: o3 chunk 1");
+	cache_get_stats(v.c, &st);
+	ok(st.objects == 3 && cache_contains(v.c, n[2][0]),
+	   "entries: more chunks of one object evict nothing");
+	/* a pinned object is skipped: the next one goes */
+	next_ms();
+	is_int(cache_pin(v.c, n[2][1]), 0, "entries: pin o2 (least recent)");
+	snprintf(keys[4], sizeof(keys[4]), "o4");
+	is_int(put_obj_chunk(&v, keys[4], 0, 1000, n[4][0]), 0,
+	       "entries: put o4");
+	ok(cache_contains(v.c, n[2][0]) && !cache_contains(v.c, n[0][0]),
+	   "entries: pinned o2 skipped, o0 evicted in its place");
+	cache_unpin(v.c, n[2][1]);
+	env_close(&v);
+
+	/* a lower limit at open evicts the least recent objects */
+	v.conf.max_entries = 1;
+	if (!ok(env_open(&v) == 0, "entries: reopen with 1"))
+		return;
+	cache_get_stats(v.c, &st);
+	is_int(st.objects, 1, "entries: 1 object after reopen");
+	ok(cache_contains(v.c, n[4][0]) && !cache_contains(v.c, n[3][0]),
+	   "entries: the most recent object kept");
+	is_int(st.data_bytes, 1000, "entries: data bytes follow");
+	env_close(&v);
+}
+
+static void test_max_age(void)
+{
+	char old1[NAME_SZ], old2[NAME_SZ], young[NAME_SZ], fresh[NAME_SZ];
+	struct cache_gc_result r;
+	unsigned char buf[8];
+	struct cache_stats st;
+	int64_t t0;
+	struct env v;
+
+	env_init(&v, "age", 64 * MIB);
+	v.conf.max_age_ms = 400;
+	v.conf.flush_ms = 600000;
+	if (!ok(env_open(&v) == 0, "age: open"))
+		return;
+	t0 = wall_ms();
+	put_obj_chunk(&v, "a", 0, 100, old1);
+	put_obj_chunk(&v, "a", 1, 100, old2);
+	put_obj_chunk(&v, "b", 0, 100, young);
+	/* keep b read while a ages past the limit */
+	while (wall_ms() - t0 < 3000 &&
+	       (cache_contains(v.c, old1) || cache_contains(v.c, old2))) {
+		cache_read(v.c, young, 0, buf, sizeof(buf));
+		nap_ms(20);
+	}
+	ok(!cache_contains(v.c, old1) && !cache_contains(v.c, old2) &&
+		   !on_disk(&v, old1) && !has_row(&v, old2),
+	   "age: unread chunks dropped by the thread within %lld ms",
+	   (long long)(wall_ms() - t0));
+	ok(cache_contains(v.c, young), "age: a chunk read meanwhile kept");
+	cache_get_stats(v.c, &st);
+	ok(st.expired == 2 && st.evicted == 2, "age: counted expired (%llu)",
+	   (unsigned long long)st.expired);
+	env_close(&v);
+
+	/* gc --older-than, with no limit configured */
+	env_init(&v, "age2", 64 * MIB);
+	if (!ok(env_open(&v) == 0, "age: open without limit"))
+		return;
+	put_obj_chunk(&v, "a", 0, 100, old1);
+	nap_ms(120);
+	put_obj_chunk(&v, "b", 0, 100, fresh);
+	is_int(cache_gc(v.c, 60, &r), 0, "age: gc older than 60 ms");
+	ok(r.expired == 1 && !cache_contains(v.c, old1) &&
+		   cache_contains(v.c, fresh),
+	   "age: gc dropped the old chunk only");
+	is_int(cache_gc(v.c, 0, &r), 0, "age: gc without age");
+	ok(r.expired == 0 && cache_contains(v.c, fresh),
+	   "age: no limit, nothing aged");
+	env_close(&v);
+}
+
+static void test_drop_prefix(void)
+{
+	char a[NAME_SZ], ab[NAME_SZ], a_x[2][NAME_SZ], b[NAME_SZ];
+	struct cache_drop_result r;
+	struct env v;
+
+	env_init(&v, "dprefix", 64 * MIB);
+	if (!ok(env_open(&v) == 0, "prefix: open"))
+		return;
+	put_obj_chunk(&v, "d/a", 0, 100, a);
+	put_obj_chunk(&v, "d/ab", 0, 100, ab);
+	put_obj_chunk(&v, "d/a/x", 0, 100, a_x[0]);
+	put_obj_chunk(&v, "d/a/x", 1, 100, a_x[1]);
+	put_obj_chunk(&v, "e/b", 0, 100, b);
+	is_int(cache_drop_prefix(v.c, "d/a", true, &r), 0, "prefix: exact d/a");
+	ok(r.chunks == 1 && !cache_contains(v.c, a) &&
+		   cache_contains(v.c, ab) && cache_contains(v.c, a_x[0]),
+	   "prefix: exact drops that key only");
+	is_int(cache_pin(v.c, a_x[1]), 0, "prefix: pin one of d/a/x");
+	is_int(cache_drop_prefix(v.c, "d/a/", false, &r), 0,
+	       "prefix: below d/a/");
+	ok(r.chunks == 2 && r.bytes > 0 && !cache_contains(v.c, a_x[0]) &&
+		   !cache_contains(v.c, a_x[1]) && on_disk(&v, a_x[1]),
+	   "prefix: both counted; the pinned one hidden, still on disk");
+	cache_unpin(v.c, a_x[1]);
+	ok(!on_disk(&v, a_x[1]) && !has_row(&v, a_x[1]),
+	   "prefix: the pinned one went at its unpin");
+	ok(cache_contains(v.c, ab) && cache_contains(v.c, b),
+	   "prefix: d/ab and e/b kept");
+	is_int(cache_drop_prefix(v.c, "", false, &r), 0, "prefix: all");
+	ok(r.chunks == 2 && !cache_contains(v.c, ab) && !cache_contains(v.c, b),
+	   "prefix: \"\" drops everything");
+	env_close(&v);
+}
+
+static void test_gc_verify(void)
+{
+	char n[4][NAME_SZ], stray[NAME_SZ], p[512];
+	struct cache_verify_result vr;
+	struct cache_gc_result r;
+	struct cache_stats st;
+	unsigned char buf[8];
+	struct meta_chunk row = { 0 };
+	uint64_t over, before;
+	struct env v;
+	FILE *f;
+	int i;
+
+	env_init(&v, "gc", 64 * MIB);
+	if (!ok(env_open(&v) == 0, "gc: open"))
+		return;
+	for (i = 0; i < 4; i++)
+		put_obj_chunk(&v, "g", i, 5000, n[i]);
+	/* a file without a row, a row without a file, a lost file */
+	name_of("stray", "e", 0, stray);
+	chunk_path(&v, stray, p, sizeof(p));
+	f = fopen(p, "w");
+	if (f) {
+		fputs("junk", f);
+		fclose(f);
+	}
+	row.name = "abcdef0123456789abcdef0123456789"
+		   "abcdef0123456789abcdef0123456789";
+	row.key = "ghost";
+	row.etag = "e";
+	meta_chunk_put(v.m, &row);
+	chunk_path(&v, n[3], p, sizeof(p));
+	unlink(p);
+	is_int(cache_gc(v.c, 0, &r), 0, "gc: run");
+	ok(r.orphan_files == 1 && !on_disk(&v, stray),
+	   "gc: stray file removed");
+	ok(r.stale_rows == 1 && !has_row(&v, row.name),
+	   "gc: stale row deleted");
+	ok(r.missing == 1 && !cache_contains(v.c, n[3]) && !has_row(&v, n[3]),
+	   "gc: entry of the lost file forgotten");
+	ok(r.evicted == 0 && r.expired == 0 && r.capped == 0 &&
+		   cache_contains(v.c, n[0]),
+	   "gc: under every limit nothing evicted");
+
+	/* verify: flip a byte of chunk 1's data */
+	chunk_path(&v, n[1], p, sizeof(p));
+	f = fopen(p, "r+b");
+	if (f) {
+		int ch;
+
+		fseek(f, -100, SEEK_END);
+		ch = fgetc(f);
+		fseek(f, -100, SEEK_END);
+		fputc(ch ^ 0xff, f);
+		fclose(f);
+	}
+	is_int(cache_verify(v.c, &vr), 0, "verify: run");
+	ok(vr.checked == 3 && vr.bad == 1,
+	   "verify: 3 checked, 1 bad (%llu/%llu)",
+	   (unsigned long long)vr.checked, (unsigned long long)vr.bad);
+	ok(!cache_contains(v.c, n[1]) && !on_disk(&v, n[1]) &&
+		   !has_row(&v, n[1]),
+	   "verify: the bad chunk dropped");
+	ok(cache_read(v.c, n[0], 0, buf, sizeof(buf)) == sizeof(buf) &&
+		   cache_contains(v.c, n[2]),
+	   "verify: good chunks kept");
+	cache_get_stats(v.c, &st);
+	ok(st.corrupt == 1 && st.evicted == 0, "verify: counted corrupt");
+
+	/*
+	 * gc: under the cap when it returns (the thread, kicked by the
+	 * reservation, may have done part of the work meanwhile)
+	 */
+	for (i = 0; i < 8; i++)
+		put_obj_chunk(&v, "k", i, 5000, stray);
+	cache_get_stats(v.c, &st);
+	over = 64 * MIB - st.used_bytes + 1;
+	before = st.evicted;
+	cache_reserve_force(v.c, over);
+	is_int(cache_gc(v.c, 0, &r), 0, "gc: over the cap");
+	cache_get_stats(v.c, &st);
+	ok(st.evicted > before && st.used_bytes + over <= 64 * MIB,
+	   "gc: under the cap when it returns");
+	cache_unreserve(v.c, over);
+	env_close(&v);
+}
+
 static void test_floor(void)
 {
 	struct statvfs sv;
@@ -973,6 +1231,10 @@ int main(void)
 	test_pins();
 	test_drop();
 	test_floor();
+	test_max_entries();
+	test_max_age();
+	test_drop_prefix();
+	test_gc_verify();
 	test_stamps();
 	test_watermarks();
 	test_concurrency();

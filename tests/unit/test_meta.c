@@ -95,6 +95,7 @@ struct seen_chunks {
 	uint64_t index[MAX_SEEN];
 	uint64_t disk_bytes[MAX_SEEN];
 	int64_t atime_ms[MAX_SEEN];
+	uint64_t data_len[MAX_SEEN];
 };
 
 static int collect_chunk(void *ctx, const struct meta_chunk *c)
@@ -109,6 +110,7 @@ static int collect_chunk(void *ctx, const struct meta_chunk *c)
 	s->index[s->n] = c->index;
 	s->disk_bytes[s->n] = c->disk_bytes;
 	s->atime_ms[s->n] = c->atime_ms;
+	s->data_len[s->n] = c->data_len;
 	s->n++;
 	if (s->stop_at && s->n == s->stop_at)
 		return -ECANCELED;
@@ -912,7 +914,8 @@ static void put_chunk(struct meta *m, const char *name, const char *key,
 				.etag = etag,
 				.index = idx,
 				.disk_bytes = bytes,
-				.atime_ms = 10 };
+				.atime_ms = 10,
+				.data_len = bytes / 2 };
 
 	if (meta_chunk_put(m, &c) != 0)
 		ok(0, "put chunk %s", name);
@@ -946,7 +949,28 @@ static void test_chunks(struct meta *m)
 		ok(s.index[i] == 5000000000ULL, "c4 index past 32 bits");
 		is_int(s.disk_bytes[i], 4000, "c4 disk bytes");
 		is_int(s.atime_ms[i], 10, "c4 atime");
+		is_int(s.data_len[i], 2000, "c4 data length");
 	}
+
+	memset(&s, 0, sizeof(s));
+	is_int(meta_chunk_scan_prefix(m, "k", collect_chunk, &s), 0,
+	       "scan prefix k");
+	ok(s.n == 4 && strcmp(s.name[0], "c1") == 0 &&
+		   strcmp(s.name[1], "c2") == 0 &&
+		   strcmp(s.name[2], "c3") == 0 && strcmp(s.name[3], "c4") == 0,
+	   "prefix k: every row, by key, etag, index");
+	memset(&s, 0, sizeof(s));
+	is_int(meta_chunk_scan_prefix(m, "k2", collect_chunk, &s), 0,
+	       "scan prefix k2");
+	ok(s.n == 1 && strcmp(s.name[0], "c4") == 0, "prefix k2: c4 only");
+	memset(&s, 0, sizeof(s));
+	is_int(meta_chunk_scan_prefix(m, "", collect_chunk, &s), 0,
+	       "scan prefix \"\"");
+	is_int(s.n, 4, "empty prefix: all");
+	memset(&s, 0, sizeof(s));
+	is_int(meta_chunk_scan_prefix(m, "k3", collect_chunk, &s), 0,
+	       "scan prefix k3");
+	is_int(s.n, 0, "none");
 
 	memset(&s, 0, sizeof(s));
 	is_int(meta_chunk_scan_other(m, "k", "e2", collect_chunk, &s), 0,
@@ -1267,6 +1291,61 @@ static void test_clear(struct meta *m)
 	is_int(meta_clear(m), 0, "clear an empty store");
 }
 
+struct seen_counters {
+	int n;
+	char name[8][32];
+	uint64_t value[8];
+};
+
+static int collect_counter(void *ctx, const struct meta_counter *c)
+{
+	struct seen_counters *s = ctx;
+
+	if (s->n >= 8)
+		return -E2BIG;
+	snprintf(s->name[s->n], sizeof(s->name[0]), "%s", c->name);
+	s->value[s->n] = c->value;
+	s->n++;
+	return 0;
+}
+
+static void test_counters(struct meta *m)
+{
+	struct meta_counter a[] = { { "hits", 3 },
+				    { "misses", 0 },
+				    { "bytes", 5000000000ULL } };
+	struct meta_counter b[] = { { "hits", 4 }, { "misses", 2 } };
+	struct seen_counters s;
+	char *v = NULL;
+
+	memset(&s, 0, sizeof(s));
+	is_int(meta_counters_scan(m, collect_counter, &s), 0, "scan counters");
+	is_int(s.n, 0, "none yet");
+	is_int(meta_counters_add(m, a, 3), 0, "add counters");
+	is_int(meta_counters_add(m, b, 2), 0, "add again");
+	is_int(meta_counters_add(m, b, 0), 0, "add nothing");
+	memset(&s, 0, sizeof(s));
+	is_int(meta_counters_scan(m, collect_counter, &s), 0, "scan counters");
+	ok(s.n == 3 && strcmp(s.name[0], "bytes") == 0 &&
+		   s.value[0] == 5000000000ULL &&
+		   strcmp(s.name[1], "hits") == 0 && s.value[1] == 7 &&
+		   strcmp(s.name[2], "misses") == 0 && s.value[2] == 2,
+	   "counters summed, in name order, 64-bit");
+
+	is_int(meta_info_get(m, "cap", &v), -ENOENT, "no info 'cap'");
+	is_int(meta_info_put(m, "cap", "123"), 0, "put info");
+	is_int(meta_info_put(m, "source", "x"), -EINVAL,
+	       "source is not for meta_info_put");
+	is_int(meta_info_get(m, "cap", &v), 0, "get info");
+	is_str(v ? v : "", "123", "its value");
+	free(v);
+	v = NULL;
+	is_int(meta_info_put(m, "cap", "456"), 0, "replace info");
+	meta_info_get(m, "cap", &v);
+	is_str(v ? v : "", "456", "replaced");
+	free(v);
+}
+
 /* A statement run directly on the test database. */
 static int raw_exec(const char *sql)
 {
@@ -1395,7 +1474,7 @@ static void test_migrate(void)
 	if (!m)
 		return;
 	raw_text("PRAGMA user_version", text, sizeof(text));
-	is_str(text, "2", "migrated to version 2");
+	is_str(text, "3", "migrated to version 3");
 
 	is_int(meta_object_get(m, "v/f", &o), 0, "object kept");
 	is_str(o.etag, "\"vf\"", "its etag");
@@ -1435,10 +1514,90 @@ static void test_migrate(void)
 	m = NULL;
 	raw_text("SELECT v FROM info WHERE k = 'source'", text, sizeof(text));
 	is_str(text, "src|M", "source kept");
-	is_int(open_file("src|M", &m), 0, "reopen version 2");
+	is_int(open_file("src|M", &m), 0, "reopen version 3");
 	n = 0;
 	meta_staged_scan(m, count_staged, &n);
 	is_int(n, 1, "staged row persists");
+	meta_close(m);
+	remove_db();
+}
+
+static const char v2_db[] =
+	"CREATE TABLE info (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;"
+	"CREATE TABLE objects (key TEXT PRIMARY KEY, etag TEXT NOT NULL,"
+	" size INTEGER NOT NULL, mtime INTEGER NOT NULL,"
+	" checked_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,"
+	" atime_ms INTEGER NOT NULL, has_attrs INTEGER NOT NULL DEFAULT 0,"
+	" mode INTEGER NOT NULL DEFAULT 0,"
+	" uid INTEGER NOT NULL DEFAULT 4294967295,"
+	" gid INTEGER NOT NULL DEFAULT 4294967295,"
+	" attr_mtime INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;"
+	"CREATE TABLE listings (dir TEXT PRIMARY KEY,"
+	" fetched_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL)"
+	" WITHOUT ROWID;"
+	"CREATE TABLE entries (dir TEXT NOT NULL, name TEXT NOT NULL,"
+	" is_dir INTEGER NOT NULL, PRIMARY KEY (dir, name)) WITHOUT ROWID;"
+	"CREATE TABLE negatives (key TEXT PRIMARY KEY,"
+	" expires_ms INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE chunks (name TEXT PRIMARY KEY, key TEXT NOT NULL,"
+	" etag TEXT NOT NULL, idx INTEGER NOT NULL,"
+	" disk_bytes INTEGER NOT NULL, atime_ms INTEGER NOT NULL)"
+	" WITHOUT ROWID;"
+	"CREATE INDEX chunks_key ON chunks (key);"
+	"CREATE TABLE staged (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+	" base_etag TEXT, base_size INTEGER NOT NULL, local BLOB,"
+	" mode INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,"
+	" mtime INTEGER NOT NULL, upload_id TEXT,"
+	" created_ms INTEGER NOT NULL);"
+	"INSERT INTO info VALUES ('source', 'src|V2');"
+	"INSERT INTO chunks VALUES ('vc', 'v/f', '\"vf\"', 3, 77, 88);"
+	"INSERT INTO staged (key, base_size, mode, uid, gid, mtime,"
+	" created_ms) VALUES ('v/s', 0, 0, 0, 0, 0, 1);"
+	"PRAGMA user_version = 2;";
+
+static void test_migrate_v2(void)
+{
+	struct meta_counter one = { "hits", 1 };
+	struct seen_counters sc;
+	struct seen_chunks c;
+	struct meta *m = NULL;
+	char text[256];
+	int n = 0;
+
+	remove_db();
+	is_int(raw_exec(v2_db), SQLITE_OK, "make a version 2 database");
+	is_int(open_file("src|V2", &m), 0, "open version 2");
+	if (!m)
+		return;
+	raw_text("PRAGMA user_version", text, sizeof(text));
+	is_str(text, "3", "v2 migrated to version 3");
+	memset(&c, 0, sizeof(c));
+	meta_chunk_scan(m, collect_chunk, &c);
+	ok(c.n == 1 && strcmp(c.name[0], "vc") == 0 && c.index[0] == 3 &&
+		   c.disk_bytes[0] == 77 && c.atime_ms[0] == 88 &&
+		   c.data_len[0] == 0,
+	   "v2 chunk kept, data length not known");
+	meta_staged_scan(m, count_staged, &n);
+	is_int(n, 1, "v2 staged row kept");
+	is_int(meta_counters_add(m, &one, 1), 0, "counters table usable");
+	memset(&sc, 0, sizeof(sc));
+	meta_counters_scan(m, collect_counter, &sc);
+	ok(sc.n == 1 && sc.value[0] == 1, "counter stored");
+	meta_close(m);
+	m = NULL;
+	/* a new source clears counters with the rest, keeps staged rows */
+	remove_db();
+	is_int(raw_exec(v2_db), SQLITE_OK, "version 2 again");
+	raw_exec("DELETE FROM staged");
+	is_int(open_file("src|V2", &m), 0, "open");
+	meta_counters_add(m, &one, 1);
+	meta_close(m);
+	m = NULL;
+	is_int(open_file("src|OTHER", &m), 0, "open with another source");
+	memset(&sc, 0, sizeof(sc));
+	if (m)
+		meta_counters_scan(m, collect_counter, &sc);
+	is_int(sc.n, 0, "counters reset with the source");
 	meta_close(m);
 	remove_db();
 }
@@ -1486,7 +1645,7 @@ static void test_file(void)
 	raw_text("PRAGMA journal_mode", text, sizeof(text));
 	is_str(text, "wal", "journal mode is wal");
 	raw_text("PRAGMA user_version", text, sizeof(text));
-	is_str(text, "2", "schema version 2");
+	is_str(text, "3", "schema version 3");
 	raw_text("SELECT v FROM info WHERE k = 'source'", text, sizeof(text));
 	is_str(text, "src|A", "source recorded");
 
@@ -1600,7 +1759,7 @@ static void test_file(void)
 	meta_close(m);
 	m = NULL;
 	raw_text("PRAGMA user_version", text, sizeof(text));
-	is_str(text, "2", "at version 2");
+	is_str(text, "3", "at version 3");
 
 	remove_db();
 	{
@@ -1756,6 +1915,7 @@ int main(void)
 	test_chunks(m);
 	test_staged(m);
 	test_clear(m);
+	test_counters(m);
 	test_threads(m, "memory");
 	meta_close(m);
 
@@ -1765,6 +1925,7 @@ int main(void)
 		return done_testing();
 	snprintf(dbpath, sizeof(dbpath), "%s/meta.db", tmpdir);
 	test_migrate();
+	test_migrate_v2();
 	test_file();
 
 	if (open_file("threads", &m) == 0) {
