@@ -37,6 +37,7 @@
 struct s3;
 struct meta;
 struct cache;
+struct crypt_key;
 
 #define VFS_ROOT_INO 1
 #define VFS_NAME_MAX 255
@@ -56,6 +57,9 @@ struct vfs_conf {
 	uint64_t multipart_threshold; /* one PUT up to this size */
 	bool ro;		      /* refuse every change with -EROFS */
 	uint32_t uid, gid; /* owner of what has no x-amz-meta-uid/gid */
+	/* encryption at rest: staging files are sealed with it, or plain
+	 * when NULL (borrowed: it must outlive the vfs) */
+	const struct crypt_key *key;
 };
 
 struct vfs_attr {
