@@ -1271,8 +1271,21 @@ static void *uploader_main(void *arg)
 
 struct load_ctx {
 	struct wb *w;
-	int rc;
+	/* rows to delete once the scan is over (meta is locked during it) */
+	int64_t *drop;
+	size_t n_drop;
 };
+
+static int drop_later(struct load_ctx *lc, int64_t id)
+{
+	int64_t *v = realloc(lc->drop, (lc->n_drop + 1) * sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	v[lc->n_drop++] = id;
+	lc->drop = v;
+	return 0;
+}
 
 /*
  * What is on disk for a staged row, given the mount's key.  A row has a
@@ -1445,11 +1458,9 @@ static int on_staged(void *ctx, const struct meta_staged *s)
 		memcpy(f->row.local, s->local, s->local_len);
 	rc = open_staged(w, f, s);
 	if (rc != 0) {
-		if (rc > 0)
-			meta_staged_delete(w->meta, s->id);
 		f->row.id = 0;
 		file_free(f);
-		return rc > 0 ? 0 : rc;
+		return rc > 0 ? drop_later(lc, s->id) : rc;
 	}
 	f->size = seal_size(f->sf);
 	f->gen = 1; /* pending: changes the bucket may not have */
@@ -1553,6 +1564,9 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 	rc = meta_staged_scan(m, check_staged, &lc);
 	if (rc == 0)
 		rc = meta_staged_scan(m, on_staged, &lc);
+	while (lc.n_drop)
+		meta_staged_delete(m, lc.drop[--lc.n_drop]);
+	free(lc.drop);
 	if (rc < 0)
 		goto fail;
 	remove_strays(w);
