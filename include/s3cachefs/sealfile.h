@@ -37,8 +37,9 @@
  * Nonces are random: with one key, stay well below 2^32 record writes
  * (rotate the key, crypt_rekey_cache, long before).
  *
- * Threads: reads may run concurrently with reads; a write or truncate must
- * run alone (writeback's f->io lock does both).
+ * Threads: every call may run concurrently with every other on the same
+ * file but seal_close(); reads run in parallel, a write or truncate alone
+ * (an internal lock), so a read never sees a record half rewritten.
  */
 #ifndef S3CACHEFS_SEALFILE_H
 #define S3CACHEFS_SEALFILE_H
@@ -98,7 +99,7 @@ int seal_probe(const char *path, struct seal_info *out);
 void seal_close(struct seal_file *sf); /* NULL-safe; wipes buffers */
 
 /* The logical size. */
-uint64_t seal_size(const struct seal_file *sf);
+uint64_t seal_size(struct seal_file *sf);
 
 /* True when @sf is sealed (opened or created with a key). */
 bool seal_is_sealed(const struct seal_file *sf);

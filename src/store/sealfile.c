@@ -30,13 +30,17 @@
  * impossible (-EBADMSG).
  *
  * State: the descriptor, the header (sealed), a copy of the key, and the
- * size, which only writes and truncates change (the caller runs them
- * alone).  Invariant between calls: the file's length is disk_len(size).
+ * size, which only writes and truncates change.  lock is held shared by
+ * reads and exclusive by writes and truncates, so a read never sees a
+ * record half rewritten (a record may hold bytes of two chunks of a staged
+ * file, written and read by different threads).  Invariant between calls:
+ * the file's length is disk_len(size).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +73,8 @@ struct seal_file {
 	bool sealed;
 	struct crypt_key key;	    /* sealed: a copy, wiped at close */
 	unsigned char hdr[HDR_LEN]; /* sealed: as on disk */
-	uint64_t size;		    /* logical; see the top */
+	pthread_rwlock_t lock;
+	uint64_t size; /* logical; see the top; lock */
 };
 
 static void put_le(unsigned char *p, uint64_t v, int n)
@@ -329,6 +334,7 @@ static struct seal_file *file_new(const char *path, const struct crypt_key *key)
 		free(sf);
 		return NULL;
 	}
+	pthread_rwlock_init(&sf->lock, NULL);
 	if (key) {
 		sf->key = *key;
 		sf->sealed = true;
@@ -342,6 +348,7 @@ void seal_close(struct seal_file *sf)
 		return;
 	if (sf->fd >= 0)
 		close(sf->fd);
+	pthread_rwlock_destroy(&sf->lock);
 	crypt_key_release(&sf->key);
 	free(sf->path);
 	free(sf);
@@ -448,9 +455,14 @@ out:
 	return rc;
 }
 
-uint64_t seal_size(const struct seal_file *sf)
+uint64_t seal_size(struct seal_file *sf)
 {
-	return sf->size;
+	uint64_t n;
+
+	pthread_rwlock_rdlock(&sf->lock);
+	n = sf->size;
+	pthread_rwlock_unlock(&sf->lock);
+	return n;
 }
 
 bool seal_is_sealed(const struct seal_file *sf)
@@ -463,7 +475,8 @@ int seal_plain_fd(const struct seal_file *sf)
 	return sf->sealed ? -1 : sf->fd;
 }
 
-ssize_t seal_pread(struct seal_file *sf, void *buf, size_t len, uint64_t off)
+static ssize_t pread_locked(struct seal_file *sf, void *buf, size_t len,
+			    uint64_t off)
 {
 	unsigned char *disk = NULL, *tmp = NULL, *out = buf;
 	uint64_t end, r0, r1, r, base, total;
@@ -539,7 +552,18 @@ static void restore_len(struct seal_file *sf)
 			 sf->path, strerror(errno));
 }
 
-int seal_pwrite(struct seal_file *sf, const void *buf, size_t len, uint64_t off)
+ssize_t seal_pread(struct seal_file *sf, void *buf, size_t len, uint64_t off)
+{
+	ssize_t rc;
+
+	pthread_rwlock_rdlock(&sf->lock);
+	rc = pread_locked(sf, buf, len, off);
+	pthread_rwlock_unlock(&sf->lock);
+	return rc;
+}
+
+static int pwrite_locked(struct seal_file *sf, const void *buf, size_t len,
+			 uint64_t off)
 {
 	const unsigned char *in = buf;
 	unsigned char *disk = NULL, *plain = NULL;
@@ -609,7 +633,17 @@ out:
 	return rc;
 }
 
-int seal_truncate(struct seal_file *sf, uint64_t size)
+int seal_pwrite(struct seal_file *sf, const void *buf, size_t len, uint64_t off)
+{
+	int rc;
+
+	pthread_rwlock_wrlock(&sf->lock);
+	rc = pwrite_locked(sf, buf, len, off);
+	pthread_rwlock_unlock(&sf->lock);
+	return rc;
+}
+
+static int truncate_locked(struct seal_file *sf, uint64_t size)
 {
 	int rc = 0;
 
@@ -650,6 +684,16 @@ out:
 	return rc;
 }
 
+int seal_truncate(struct seal_file *sf, uint64_t size)
+{
+	int rc;
+
+	pthread_rwlock_wrlock(&sf->lock);
+	rc = truncate_locked(sf, size);
+	pthread_rwlock_unlock(&sf->lock);
+	return rc;
+}
+
 int seal_sync(struct seal_file *sf)
 {
 	return fsync(sf->fd) < 0 ? -errno : 0;
@@ -682,7 +726,7 @@ int seal_copy(struct seal_file *src, const char *dst_path,
 	struct seal_file *dst = NULL;
 	unsigned char *buf = NULL;
 	char *tmp = NULL;
-	uint64_t off, i;
+	uint64_t off, i, size;
 	int rc;
 
 	if (asprintf(&tmp, "%s.tmp", dst_path) < 0) {
@@ -694,8 +738,9 @@ int seal_copy(struct seal_file *src, const char *dst_path,
 		rc = -ENOMEM;
 		goto out;
 	}
+	size = seal_size(src);
 	rc = seal_create(tmp, key, binding, &dst);
-	for (off = 0; rc == 0 && off < src->size; off += COPY_STEP) {
+	for (off = 0; rc == 0 && off < size; off += COPY_STEP) {
 		ssize_t n = seal_pread(src, buf, COPY_STEP, off);
 
 		if (n < 0) {
@@ -710,7 +755,7 @@ int seal_copy(struct seal_file *src, const char *dst_path,
 		}
 	}
 	if (rc == 0)
-		rc = seal_truncate(dst, src->size);
+		rc = seal_truncate(dst, size);
 	if (rc == 0)
 		rc = seal_sync(dst);
 	if (rc == 0 && rename(tmp, dst_path) < 0)

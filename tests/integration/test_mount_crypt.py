@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import test_mount_write
 from conftest import wait_for
 from mount import MiB, PROG, is_mounted, object_requests, read_file, s3_body, sha
 
@@ -77,6 +78,15 @@ def new_key_file(dirpath, name="key", raw=False, mode=0o600):
 
 def gets(s3rver, bucket):
     return object_requests(s3rver, bucket, "GET")
+
+
+@pytest.fixture(autouse=True)
+def umask022():
+    """New files are 0644 whatever the caller's umask (the reused write
+    tests check modes)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture
@@ -275,3 +285,49 @@ def test_ephemeral_crash_leftovers_are_reported_lost(mount, s3, bucket):
     assert staging_files(m.cache_dir) == []
     m.unmount()
     assert s3_body(s3, bucket, "doomed") is None
+
+
+# ---- the write path, sealed -----------------------------------------------------------
+
+def keyed(mount, key_file):
+    """A mount factory that mounts with encryption under key_file."""
+    def make(bucket, **opts):
+        return mount(bucket, encrypt="aes-256-gcm", key_file=str(key_file), **opts)
+    return make
+
+
+def test_random_operations_on_a_sealed_staging_file(mount, s3, bucket, tmp_path, keys):
+    kf, _ = new_key_file(keys)
+    test_mount_write.test_random_operations_match_a_local_file(keyed(mount, kf), s3, bucket, tmp_path)
+
+
+def test_sequential_and_random_offset_writes_sealed(mount, s3, bucket, keys):
+    kf, _ = new_key_file(keys)
+    test_mount_write.test_sequential_and_random_offset_writes(keyed(mount, kf), s3, bucket)
+
+
+def test_large_sealed_file_goes_multipart(mount, s3, bucket, s3rver, keys):
+    kf, _ = new_key_file(keys)
+    data = canary_bytes(13 * MiB + 5, "multipart")
+    old = canary_bytes(12 * MiB, "multipart-base")
+    s3.put_object(Bucket=bucket, Key="base", Body=old)
+    m = mount(bucket, chunk_size="1M", part_size="5M", multipart_threshold="8M", encrypt="aes-256-gcm",
+              key_file=str(kf))
+    s3rver.clear_log()
+    with open(m.path / "big", "wb") as f:
+        for off in range(0, len(data), MiB):
+            f.write(data[off:off + MiB])
+    assert s3_body(s3, bucket, "big") == data
+    assert "-" in s3.head_object(Bucket=bucket, Key="big")["ETag"], "not a multipart upload"
+    parts = [r for r in object_requests(s3rver, bucket, "PUT", "big") if "partNumber=" in r]
+    assert len(parts) == 3, parts
+
+    # an in-place change of a large object: untouched parts are copied
+    with open(m.path / "base", "r+b") as f:
+        f.seek(11 * MiB + 3)
+        f.write(b"CHANGED")
+    want = old[:11 * MiB + 3] + b"CHANGED" + old[11 * MiB + 10:]
+    assert s3_body(s3, bucket, "base") == want
+    assert files_with_plaintext(m.cache_dir, data) == []
+    assert files_with_plaintext(m.cache_dir, old) == []
+    m.unmount()

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -557,6 +558,63 @@ static void test_copy(void)
 	free(buf);
 }
 
+struct conc {
+	struct seal_file *sf;
+	int id, errors;
+};
+
+/* Thread 0 rewrites parts of records; the others read across them. */
+static void *conc_main(void *arg)
+{
+	struct conc *c = arg;
+	unsigned char buf[3 * R];
+	uint64_t s = 1000 + (uint64_t)c->id;
+	int i;
+
+	for (i = 0; i < 400; i++) {
+		uint64_t off = rnd(&s) % (3 * R), n = 1 + rnd(&s) % (R / 2);
+
+		if (off + n > 3 * R)
+			n = 3 * R - off;
+		if (c->id == 0) {
+			memset(buf, (int)(i & 0xff), (size_t)n);
+			if (seal_pwrite(c->sf, buf, (size_t)n, off) != 0)
+				c->errors++;
+		} else if (seal_pread(c->sf, buf, (size_t)n, off) !=
+			   (ssize_t)n) {
+			c->errors++;
+		}
+	}
+	return NULL;
+}
+
+static void test_concurrency(void)
+{
+	struct conc c[4];
+	pthread_t t[4];
+	char path[PATH_MAX];
+	struct seal_file *sf = NULL;
+	unsigned char *data = calloc(1, 3 * R);
+	int i, errors = 0;
+
+	path_of("conc", path);
+	seal_create(path, &key_a, 1, &sf);
+	seal_pwrite(sf, data, 3 * R, 0);
+	for (i = 0; i < 4; i++) {
+		c[i] = (struct conc){ .sf = sf, .id = i };
+		pthread_create(&t[i], NULL, conc_main, &c[i]);
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		errors += c[i].errors;
+	}
+	is_int(errors, 0,
+	       "reads during partial rewrites never see half a "
+	       "record");
+	seal_close(sf);
+	free(data);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -580,6 +638,7 @@ int main(void)
 	test_holes();
 	test_tamper();
 	test_copy();
+	test_concurrency();
 	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	return done_testing();
 }
