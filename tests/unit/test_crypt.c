@@ -243,7 +243,7 @@ static void test_aead(void)
 	static const size_t lens[] = { 0, 1, 15, 16, 17, 1000, 65536 };
 	unsigned char raw[32], nonce[12], nonce2[12], tag[16], tag2[16];
 	unsigned char *pt = malloc(65536), *ct = malloc(65536),
-		      *out = malloc(65536);
+		      *out = malloc(65537);
 	const char aad[] = "chunk 1234 block 7";
 	struct crypt_key k, k2;
 	size_t i, j;

@@ -402,7 +402,7 @@ static void test_tamper(void)
 
 	/* header bytes */
 	for (i = 0; i < HDR; i++) {
-		unsigned char h;
+		unsigned char h = 0;
 		int fd = open(path, O_RDWR);
 
 		if (fd < 0 || pread(fd, &h, 1, (off_t)i) != 1)
