@@ -13,6 +13,12 @@
  * leaves nothing to resume.  gen counts changes, clean_gen is the gen the
  * bucket has: the file is dirty while they differ.
  *
+ * Every access to a staging file goes through store/sealfile.h: sealed
+ * ("ID.sealed") with the mount's key, plain ("ID") without; a sealed file
+ * is uploaded from memory, since the S3 client reads bodies from plain
+ * descriptors or memory only.  At start, check_staged() refuses a file
+ * sealed under a key the mount does not have before anything is loaded.
+ *
  * Locks: f->up serialises uploads of a file; f->io is taken for writing by
  * changes of the bytes (write, truncate, rename) and for reading by reads
  * and uploads, so an upload sends one consistent state; f->lock guards the
@@ -58,6 +64,9 @@ struct wb_file {
 	struct meta_staged row; /* row.id 0: not stored yet */
 	/* staging file, NULL until the first change; its bytes under f->io */
 	struct seal_file *sf;
+	/* the one before, when a discarded file was changed again: a reader
+	 * may still use it, so it is closed with the file */
+	struct seal_file *old_sf;
 	uint64_t size;
 	uint64_t gen, clean_gen;
 	uint64_t reserved; /* bytes reserved in the cache */
@@ -183,6 +192,7 @@ static void file_free(struct wb_file *f)
 	if (!f)
 		return;
 	seal_close(f->sf);
+	seal_close(f->old_sf);
 	meta_staged_release(&f->row);
 	pthread_mutex_destroy(&f->up);
 	pthread_rwlock_destroy(&f->io);
@@ -277,6 +287,10 @@ static int ensure_stored_locked(struct wb *w, struct wb_file *f)
 		meta_staged_delete(w->meta, f->row.id);
 		f->row.id = 0;
 		return rc == -ENOSPC || rc == -ENOMEM ? rc : -EIO;
+	}
+	if (f->sf) {
+		seal_close(f->old_sf);
+		f->old_sf = f->sf;
 	}
 	f->sf = sf;
 	return 0;
