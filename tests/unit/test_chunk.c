@@ -1631,23 +1631,34 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Seconds per chunk_read of @n bytes at random offsets (or at 0). */
+/*
+ * Seconds per chunk_read of @n bytes at random offsets (or at 0): the best
+ * of 5 batches of @rounds, since the machine is shared.
+ */
 static double time_reads(struct chunk_store *cs, const char *name, size_t chunk,
 			 size_t n, int rounds, unsigned char *buf)
 {
 	uint64_t seed = 99;
-	double t0 = now_s();
-	int i;
+	double best = 1e9;
+	int i, batch;
 
-	for (i = 0; i < rounds; i++) {
-		uint64_t off = n < chunk ? rnd_next(&seed) % (chunk - n) : 0;
+	for (batch = 0; batch < 5; batch++) {
+		double t0 = now_s(), t;
 
-		if (chunk_read(cs, name, off, buf, n) != (ssize_t)n) {
-			diag("bench read failed");
-			return 0;
+		for (i = 0; i < rounds; i++) {
+			uint64_t off =
+				n < chunk ? rnd_next(&seed) % (chunk - n) : 0;
+
+			if (chunk_read(cs, name, off, buf, n) != (ssize_t)n) {
+				diag("bench read failed");
+				return 0;
+			}
 		}
+		t = (now_s() - t0) / rounds;
+		if (t < best)
+			best = t;
 	}
-	return (now_s() - t0) / rounds;
+	return best;
 }
 
 /*
@@ -1669,13 +1680,13 @@ static void bench_sealed(void)
 	name_of("bench/plain", 0, name);
 	chunk_write(plain, name, data, chunk, NULL);
 	time_reads(plain, name, chunk, chunk, 2, buf);
-	p4 = time_reads(plain, name, chunk, 4096, 2000, buf);
-	pw = time_reads(plain, name, chunk, chunk, 40, buf);
+	p4 = time_reads(plain, name, chunk, 4096, 400, buf);
+	pw = time_reads(plain, name, chunk, chunk, 10, buf);
 	name_of("bench/sealed", 0, name);
 	chunk_write(sealed, name, data, chunk, NULL);
 	time_reads(sealed, name, chunk, chunk, 2, buf);
-	s4 = time_reads(sealed, name, chunk, 4096, 2000, buf);
-	sw = time_reads(sealed, name, chunk, chunk, 40, buf);
+	s4 = time_reads(sealed, name, chunk, 4096, 400, buf);
+	sw = time_reads(sealed, name, chunk, chunk, 10, buf);
 	diag("warm 4 KiB random read of a 4 MiB chunk: plaintext %.1f us, "
 	     "sealed %.1f us (%.2fx)",
 	     p4 * 1e6, s4 * 1e6, s4 / p4);
