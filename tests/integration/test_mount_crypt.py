@@ -331,3 +331,22 @@ def test_large_sealed_file_goes_multipart(mount, s3, bucket, s3rver, keys):
     assert files_with_plaintext(m.cache_dir, data) == []
     assert files_with_plaintext(m.cache_dir, old) == []
     m.unmount()
+
+
+def test_ephemeral_unmount_says_what_is_lost(mount, s3, bucket, proxy):
+    data = canary_bytes(200 * KiB, "eph-lost")
+    m = mount(bucket, endpoint=proxy.endpoint, chunk_size="64K", retries="1", timeout="5s", encrypt="ephemeral",
+              expect_errors=True)
+    fd = os.open(m.path / "lost", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    proxy.add("500", count=None, method="PUT")
+    proxy.add("500", count=None, method="POST")
+    assert os.write(fd, data) == len(data)
+    with pytest.raises(OSError):
+        os.close(fd)  # the upload is refused: the file stays staged
+    assert staging_files(m.cache_dir)
+    m.unmount()  # one more refused try, then the key and the cache go
+    lost = [line for line in m.stderr_text().splitlines() if "could not be uploaded" in line]
+    assert lost == [f"{PROG}'lost' could not be uploaded and is lost with the ephemeral key"], lost
+    left = sorted(str(p.relative_to(m.cache_dir)) for p in Path(m.cache_dir).rglob("*"))
+    assert left == ["lock"], f"the cache folder still holds {left}"
+    assert s3_body(s3, bucket, "lost") != data
