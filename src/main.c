@@ -41,6 +41,16 @@
  * S3 unreachable at startup: when the cache folder already holds a metadata
  * store, the mount goes on with a warning and serves what is cached; with no
  * cache to serve, it is fatal.
+ *
+ * Encryption at rest (store/crypt.h): encrypt=aes-256-gcm takes its key from
+ * key_file=, else from $S3CACHEFS_ENCRYPTION_KEY (wiped from the
+ * environment once read); neither is exit status 2.  encrypt=ephemeral
+ * makes a random key for this mount only: at unmount, after the writeback
+ * has uploaded what it can, every staged file still not uploaded is logged
+ * as an error (one line per key: it is lost with the key) and the cache
+ * folder's whole content (chunks, staging, meta.db) is deleted but the
+ * lock file.  The key goes to the chunk store and, through the vfs, to the
+ * writeback; it is never logged (its id is).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -67,6 +77,7 @@
 #include "s3cachefs/chunk.h"
 #include "s3cachefs/creds.h"
 #include "s3cachefs/ctlsrv.h"
+#include "s3cachefs/crypt.h"
 #include "s3cachefs/fs.h"
 #include "s3cachefs/http.h"
 #include "s3cachefs/log.h"
@@ -91,8 +102,8 @@
 extern char **environ;
 
 /* S3CACHEFS_* variables that are not options: the key is a secret. */
-static const char *const ignored_env[] = { "S3CACHEFS_ENCRYPTION_KEY",
-					   "S3CACHEFS_BIN", NULL };
+static const char *const ignored_env[] = { CRYPT_KEY_ENV, "S3CACHEFS_BIN",
+					   NULL };
 
 /*
  * Mount options of mount(8) and fstab that mean nothing here: accepted and
@@ -136,6 +147,8 @@ struct app {
 	struct admin *admin; /* s3cachefs-ctl's commands ... */
 	struct ctlsrv *ctl;  /* ... through CACHE_DIR/ctl.sock */
 	int notify_fd; /* daemonized child: tells the parent it is ready */
+	struct crypt_key key; /* with have_key; wiped at release */
+	bool have_key;
 };
 
 static void usage(FILE *f)
@@ -885,6 +898,88 @@ static int rm_entry(const char *path, const struct stat *st, int flag,
 	return 0;
 }
 
+/* ---- encryption at rest ---- */
+
+/* The key encrypt= asks for: 0, or the exit status (said). */
+static int load_key(struct app *app)
+{
+	struct buf err = BUF_INIT(4096);
+	char *env = getenv(CRYPT_KEY_ENV);
+	const char *file = app->o.key_file;
+	int rc = 0;
+
+	if (app->o.encrypt == OPT_ENCRYPT_NONE)
+		goto out;
+	if (app->o.encrypt == OPT_ENCRYPT_EPHEMERAL) {
+		if (file && *file)
+			log_warn("key_file '%s' unused: encrypt=ephemeral "
+				 "makes its own key",
+				 file);
+		if (crypt_key_generate(&app->key) < 0) {
+			log_error("cannot make an encryption key: no "
+				  "randomness");
+			rc = EXIT_FAIL;
+		}
+	} else if (file && *file) {
+		rc = crypt_key_from_file(file, &app->key, &err);
+	} else if (env && *env) {
+		rc = crypt_key_from_hex(env, &app->key, &err);
+	} else {
+		buf_adds(&err, "encrypt=aes-256-gcm needs a key: "
+			       "key_file=FILE or $" CRYPT_KEY_ENV);
+		rc = -EINVAL;
+	}
+	if (rc < 0) {
+		fprintf(stderr, PROG ": %s\n", buf_str(&err));
+		rc = EXIT_USAGE;
+	}
+	app->have_key = rc == 0;
+	if (app->have_key)
+		log_info("encryption at rest with key id %s%s", app->key.id_hex,
+			 app->key.ephemeral ? " (ephemeral)" : "");
+out:
+	/* the daemon's environment is readable in /proc: keep no secret */
+	if (env)
+		explicit_bzero(env, strlen(env));
+	buf_release(&err);
+	return rc;
+}
+
+static int log_lost(void *ctx, const struct meta_staged *s)
+{
+	(void)ctx;
+	log_error("'%s' could not be uploaded and is lost with the "
+		  "ephemeral key",
+		  s->key);
+	return 0;
+}
+
+/* Everything in the cache folder but the lock (which we still hold). */
+static void wipe_cache_dir(const char *dir)
+{
+	struct dirent *de;
+	char *path;
+	DIR *d;
+
+	d = opendir(dir);
+	if (!d) {
+		log_warn("cannot wipe cache folder '%s': %s", dir,
+			 strerror(errno));
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0 ||
+		    strcmp(de->d_name, "lock") == 0)
+			continue;
+		if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+			continue;
+		nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		free(path);
+	}
+	closedir(d);
+}
+
 /* ---- composition ---- */
 
 /* Credentials and the S3 client, and a first look at the bucket. */
@@ -961,6 +1056,7 @@ static int open_stores(struct app *app)
 	csc.dir = chunks;
 	csc.compress_level = options_compress_level(app->o.compress);
 	csc.durable = false;
+	csc.key = app->have_key ? &app->key : NULL;
 	rc = chunk_store_open(&csc, &app->chunks);
 	if (rc < 0) {
 		rc = fail(before, "cannot open chunk store", chunks, rc);
@@ -1002,6 +1098,7 @@ static int open_stores(struct app *app)
 		app->o.validate == OPT_VALIDATE_ALWAYS	? VFS_VALIDATE_ALWAYS
 		: app->o.validate == OPT_VALIDATE_NEVER ? VFS_VALIDATE_NEVER
 							: VFS_VALIDATE_TTL;
+	vc.key = app->have_key ? &app->key : NULL;
 	rc = vfs_new(&vc, app->s3, app->meta, app->cache, &app->vfs);
 	if (rc < 0) {
 		rc = fail(before, "cannot start the file system for bucket",
@@ -1153,7 +1250,9 @@ static int run(struct app *app)
 	if (rc < 0)
 		return fail(before, "cache folder for bucket", app->a.bucket,
 			    rc);
-	rc = open_s3(app);
+	rc = load_key(app);
+	if (rc == 0)
+		rc = open_s3(app);
 	if (rc == 0)
 		rc = cache_dir_create(app);
 	if (rc == 0)
@@ -1192,16 +1291,25 @@ static int run(struct app *app)
 
 static void app_release(struct app *app)
 {
+	/* only a cache this run locked and served, with the key gone */
+	bool wipe = app->o.encrypt == OPT_ENCRYPT_EPHEMERAL && app->vfs &&
+		    !app->ephemeral;
+
 	stop_ctl(app);
 	fs_free(app->fs);
 	vfs_free(app->vfs);
+	if (app->vfs && app->o.encrypt == OPT_ENCRYPT_EPHEMERAL)
+		meta_staged_scan(app->meta, log_lost, NULL);
 	cache_close(app->cache);
 	chunk_store_close(app->chunks);
 	meta_close(app->meta);
+	if (wipe)
+		wipe_cache_dir(app->cache_dir);
 	if (app->lock_fd >= 0)
 		close(app->lock_fd);
 	if (app->ephemeral)
 		nftw(app->cache_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	crypt_key_release(&app->key);
 	free(app->cache_dir);
 	s3_close(app->s3);
 	creds_release(&app->creds);

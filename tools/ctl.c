@@ -51,6 +51,7 @@
 #include "s3cachefs/cache.h"
 #include "s3cachefs/chunk.h"
 #include "s3cachefs/creds.h"
+#include "s3cachefs/crypt.h"
 #include "s3cachefs/ctlsrv.h"
 #include "s3cachefs/http.h"
 #include "s3cachefs/log.h"
@@ -103,6 +104,13 @@ static void usage(FILE *f)
 		"into the cache\n"
 		"  evict PATH...              drop the cached data of objects "
 		"or folders\n"
+		"  rotate-key --new-key-file FILE | --decrypt\n"
+		"                             re-encrypt an unmounted cache "
+		"(chunks and\n"
+		"                             staged files) from the key of "
+		"key_file= or\n"
+		"                             $" CRYPT_KEY_ENV " (none: plain) "
+		"to FILE's, or to plain\n"
 		"\n"
 		"  -C CACHE_DIR   the cache folder; without it, PATHs inside a "
 		"mount find it,\n"
@@ -792,6 +800,95 @@ out:
 
 /* ---- options ---- */
 
+/* S3CACHEFS_* variables that are not options. */
+static const char *const ignored_env[] = { CRYPT_KEY_ENV, "S3CACHEFS_BIN",
+					   NULL };
+
+/* ---- rotate-key ---- */
+
+/*
+ * rotate-key --new-key-file FILE | --decrypt, on the unmounted folder
+ * @dir: the old key is the daemon's (key_file=, else the variable, else
+ * none: plain chunks).  Returns the exit status.
+ */
+static int rotate_key(struct tool *t, const char *dir, int argc, char **argv)
+{
+	struct crypt_key old_key, new_key;
+	struct crypt_rekey_stats st = { 0 };
+	struct buf err = BUF_INIT(4096);
+	char *env = getenv(CRYPT_KEY_ENV);
+	const char *new_file = NULL;
+	bool have_old = false, have_new = false, decrypt = false;
+	unsigned long before;
+	int i, rc = 0;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--decrypt") == 0)
+			decrypt = true;
+		else if (strcmp(argv[i], "--new-key-file") == 0 && i + 1 < argc)
+			new_file = argv[++i];
+		else
+			return usage_error("rotate-key: unexpected '%s'",
+					   argv[i]);
+	}
+	if (!dir)
+		return usage_error("rotate-key works on an unmounted cache: "
+				   "give -C CACHE_DIR%s",
+				   "");
+	if (decrypt == (new_file != NULL))
+		return usage_error("rotate-key needs --new-key-file FILE or "
+				   "--decrypt%s",
+				   "");
+	if (t->o.key_file && t->o.key_file[0])
+		rc = crypt_key_from_file(t->o.key_file, &old_key, &err);
+	else if (env && *env)
+		rc = crypt_key_from_hex(env, &old_key, &err);
+	have_old = rc == 0 &&
+		   ((t->o.key_file && t->o.key_file[0]) || (env && *env));
+	if (rc == 0 && new_file) {
+		rc = crypt_key_from_file(new_file, &new_key, &err);
+		have_new = rc == 0;
+	}
+	if (rc < 0) {
+		rc = fail("%s", buf_str(&err));
+		goto out;
+	}
+	before = log_error_count();
+	rc = crypt_rekey_cache(dir, have_old ? &old_key : NULL,
+			       have_new ? &new_key : NULL, &st);
+	if (rc < 0 && log_error_count() != before) {
+		rc = EXIT_FAIL; /* the library said why, in one line */
+	} else if (rc == -EBUSY) {
+		rc = fail("cache folder '%s' is mounted: unmount it first "
+			  "(the mount holds the key)",
+			  dir);
+	} else if (rc == -EKEYREJECTED) {
+		rc = fail("cache folder '%s' holds staged files under another "
+			  "key: give that one as key_file= (nothing changed)",
+			  dir);
+	} else if (rc < 0) {
+		rc = fail("rotate-key in '%s': %s", dir, strerror(-rc));
+	} else {
+		printf("rotated to %s%s: %" PRIu64
+		       " chunks re-encrypted, %" PRIu64
+		       " dropped (not readable with the old key), %" PRIu64
+		       " staged files, %" PRIu64 " already done\n",
+		       have_new ? "key id " : "plain",
+		       have_new ? new_key.id_hex : "", st.chunks_done,
+		       st.chunks_dropped, st.staging_done, st.skipped);
+		rc = 0;
+	}
+out:
+	if (have_old)
+		crypt_key_release(&old_key);
+	if (have_new)
+		crypt_key_release(&new_key);
+	if (env)
+		explicit_bzero(env, strlen(env));
+	buf_release(&err);
+	return rc;
+}
+
 /* Defaults < config file < environment < -o lists. */
 static int load_options(struct tool *t, char **lists, size_t n)
 {
@@ -818,7 +915,7 @@ static int load_options(struct tool *t, char **lists, size_t n)
 			if (rc < 0)
 				break;
 		}
-		rc = options_load_env(&t->o, environ, NULL, &err);
+		rc = options_load_env(&t->o, environ, ignored_env, &err);
 		for (i = 0; i < n && rc == 0; i++)
 			rc = options_parse_list(&t->o, lists[i], &err);
 	}
@@ -885,6 +982,10 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		goto out;
 	log_set_level((enum log_level)t.o.log_level);
+	if (optind < argc && strcmp(argv[optind], "rotate-key") == 0) {
+		rc = rotate_key(&t, cdir, argc - optind, argv + optind);
+		goto out;
+	}
 	if (admin_parse(argc - optind, argv + optind, &t.cmd, &err) < 0) {
 		rc = usage_error("%s", buf_str(&err));
 		goto out;

@@ -19,6 +19,16 @@
  * read checks and reads only the blocks it touches.  Compressed chunks are
  * inflated whole and checked whole.
  *
+ * Encryption at rest: a store given a key (store/crypt.h) writes every
+ * chunk sealed with AES-256-GCM (compressed first when it compresses):
+ * a fresh random nonce per file, one tag per CHUNK_BLOCK of payload in
+ * place of the CRCs, the key's id and the chunk's identity bound to every
+ * block, so a small read still decrypts only the blocks it touches.  Such
+ * a store serves only chunks sealed under its key, a store without a key
+ * only plaintext ones: any other chunk is deleted, counted in wrong_key and
+ * reported like a failed check (-EBADMSG), i.e. as a miss.  The on-disk
+ * formats are described in chunk.c.
+ *
  * Files are written under a temporary name in the same shard ("NAME.tmp.
  * PID.N") and renamed into place, so a crash never leaves half a chunk
  * under a chunk's name; chunk_scan() removes leftover temporaries.
@@ -34,6 +44,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+struct crypt_key;
 
 #define CHUNK_NAME_LEN 64    /* hex SHA-256 */
 #define CHUNK_BLOCK 65536    /* bytes per CRC-32 of a raw chunk */
@@ -86,6 +98,8 @@ struct chunk_store_conf {
 	const char *dir;    /* the chunks folder; created with its shards */
 	int compress_level; /* 0: store raw; 1..9: zlib level */
 	bool durable;	    /* fsync file (and shard) around the rename */
+	/* NULL: plaintext; else seal with this key (copied, wiped at close) */
+	const struct crypt_key *key;
 };
 
 struct chunk_stats {
@@ -94,6 +108,7 @@ struct chunk_stats {
 	uint64_t corrupt;      /* files that failed a check and were deleted */
 	uint64_t read_errors;  /* I/O errors reading (not corruption) */
 	uint64_t write_errors; /* I/O errors writing (ENOSPC included) */
+	uint64_t wrong_key;    /* files of another key (or none), deleted */
 };
 
 struct chunk_store;
@@ -129,8 +144,21 @@ int chunk_write(struct chunk_store *cs, const char *name, const void *data,
 ssize_t chunk_read(struct chunk_store *cs, const char *name, uint64_t off,
 		   void *out, size_t len);
 
-/* Data length recorded in chunk @name's header (header checked). */
+/* Data length recorded in chunk @name's header (header checked, and
+ * authenticated when sealed). */
 int chunk_data_len(struct chunk_store *cs, const char *name, uint64_t *out);
+
+/*
+ * Rewrite chunk @name as this store writes it (sealed under its key, or
+ * plaintext without one) when it is readable with @from (NULL: a plaintext
+ * chunk): same data, compressed or not as it was, through a temporary and
+ * a rename.  For key rotation of an unmounted cache (crypt_rekey_cache).
+ * 0 when rewritten; 1 when it already was as the store writes it (nothing
+ * done); -EBADMSG when it is under neither key or fails a check (deleted,
+ * counted as wrong_key or corrupt); -ENOENT; another -errno for I/O.
+ */
+int chunk_rekey(struct chunk_store *cs, const char *name,
+		const struct crypt_key *from);
 
 /* Delete chunk @name.  0 (also when it did not exist) or -errno. */
 int chunk_remove(struct chunk_store *cs, const char *name);

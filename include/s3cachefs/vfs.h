@@ -37,6 +37,7 @@
 struct s3;
 struct meta;
 struct cache;
+struct crypt_key;
 
 #define VFS_ROOT_INO 1
 #define VFS_NAME_MAX 255
@@ -68,6 +69,9 @@ struct vfs_conf {
 	bool has_umask;	   /* clear umask's bits from every mode shown */
 	uint32_t umask;
 	enum vfs_validate validate; /* when vfs_open() asks S3 for the ETag */
+	/* encryption at rest: staging files are sealed with it, or plain
+	 * when NULL (borrowed: it must outlive the vfs) */
+	const struct crypt_key *key;
 };
 
 struct vfs_attr {

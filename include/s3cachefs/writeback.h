@@ -24,6 +24,20 @@
  * listing are updated, the staged chunks enter the cache under the new
  * ETag, and @done tells the layer above.
  *
+ * Encryption at rest.  With conf->key every staging file is a sealed file
+ * (store/sealfile.h) named "ID.sealed", ID the staged row's id, which is
+ * also its binding: a file copied to another row's name fails.  Without a
+ * key it is the plain file "ID".  At start, a plain staging file found by a
+ * mount with a key is sealed (and the plain one removed); a file sealed
+ * under a key the mount does not have makes wb_open() fail with
+ * -EKEYREJECTED and one error line naming the key id needed (it is data
+ * not yet in S3: never dropped, never read as garbage), unless that key was
+ * ephemeral, in which case it can never be read again: the loss is logged
+ * as an error, one line per key, and the row dropped.  A sealed file is
+ * uploaded from memory: one PUT up to multipart_threshold (that much
+ * memory), else a multipart upload whose parts are decrypted and sent one
+ * at a time (part_size of memory; not in parallel).
+ *
  * Space.  Each chunk the staging file holds is reserved in the cache
  * (cache_reserve), evicting cached chunks to make room; a write that
  * cannot be given room fails with -ENOSPC.
@@ -41,6 +55,7 @@
 #include "s3cachefs/s3.h"
 
 struct s3;
+struct crypt_key;
 struct meta;
 struct cache;
 
@@ -90,6 +105,9 @@ struct wb_conf {
 	uint64_t multipart_threshold; /* one PUT up to this size */
 	uint64_t meta_ttl_ms;	      /* uploaded objects' rows trusted */
 	uint32_t retry_max_ms;	      /* longest delay between retries */
+	/* NULL: plain staging files; else sealed with it (borrowed: it must
+	 * outlive the wb) */
+	const struct crypt_key *key;
 	wb_fill_fn fill;
 	wb_done_fn done;
 	void *ctx;
@@ -101,7 +119,8 @@ struct wb_file;
 /*
  * Create DIR/staging, load the staged rows (removing staging files without
  * a row and logging rows without a file), reserve their space, and start
- * the thread that uploads them.  0, -ENOMEM, -EINVAL, or the errno of the
+ * the thread that uploads them.  0, -ENOMEM, -EINVAL, -EKEYREJECTED (a
+ * staging file needs another key, logged; see above), or the errno of the
  * staging directory (logged).
  */
 int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,

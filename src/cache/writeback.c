@@ -13,6 +13,12 @@
  * leaves nothing to resume.  gen counts changes, clean_gen is the gen the
  * bucket has: the file is dirty while they differ.
  *
+ * Every access to a staging file goes through store/sealfile.h: sealed
+ * ("ID.sealed") with the mount's key, plain ("ID") without; a sealed file
+ * is uploaded from memory, since the S3 client reads bodies from plain
+ * descriptors or memory only.  At start, check_staged() refuses a file
+ * sealed under a key the mount does not have before anything is loaded.
+ *
  * Locks: f->up serialises uploads of a file; f->io is taken for writing by
  * changes of the bytes (write, truncate, rename) and for reading by reads
  * and uploads, so an upload sends one consistent state; f->lock guards the
@@ -31,12 +37,15 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include <openssl/crypto.h>
+
 #include "s3cachefs/cache.h"
 #include "s3cachefs/chunk.h"
 #include "s3cachefs/fileio.h"
 #include "s3cachefs/log.h"
 #include "s3cachefs/meta.h"
 #include "s3cachefs/s3.h"
+#include "s3cachefs/sealfile.h"
 #include "s3cachefs/writeback.h"
 
 #define TABLE_SIZE 256
@@ -53,7 +62,11 @@ struct wb_file {
 	pthread_mutex_t lock;
 	/* under lock: */
 	struct meta_staged row; /* row.id 0: not stored yet */
-	int fd;			/* staging file, -1 until the first change */
+	/* staging file, NULL until the first change; its bytes under f->io */
+	struct seal_file *sf;
+	/* the one before, when a discarded file was changed again: a reader
+	 * may still use it, so it is closed with the file */
+	struct seal_file *old_sf;
 	uint64_t size;
 	uint64_t gen, clean_gen;
 	uint64_t reserved; /* bytes reserved in the cache */
@@ -146,9 +159,19 @@ static bool needs_base(const struct wb *w, const struct wb_file *f, uint64_t c)
 
 /* ---- files ---- */
 
+/* The staging file of row @id: sealed with a key, plain without. */
+static void staging_path_as(const struct wb *w, int64_t id, bool sealed,
+			    char *out, size_t len)
+{
+	char name[32];
+
+	seal_name(id, sealed, name, sizeof(name));
+	snprintf(out, len, "%s/%s", w->staging, name);
+}
+
 static void staging_path(const struct wb *w, int64_t id, char *out, size_t len)
 {
-	snprintf(out, len, "%s/%lld", w->staging, (long long)id);
+	staging_path_as(w, id, w->conf.key != NULL, out, len);
 }
 
 static struct wb_file *file_new(void)
@@ -160,7 +183,6 @@ static struct wb_file *file_new(void)
 	pthread_mutex_init(&f->up, NULL);
 	pthread_rwlock_init(&f->io, NULL);
 	pthread_mutex_init(&f->lock, NULL);
-	f->fd = -1;
 	f->row.uid = f->row.gid = UINT32_MAX;
 	return f;
 }
@@ -169,8 +191,8 @@ static void file_free(struct wb_file *f)
 {
 	if (!f)
 		return;
-	if (f->fd >= 0)
-		close(f->fd);
+	seal_close(f->sf);
+	seal_close(f->old_sf);
 	meta_staged_release(&f->row);
 	pthread_mutex_destroy(&f->up);
 	pthread_rwlock_destroy(&f->io);
@@ -240,8 +262,9 @@ static struct wb_file *table_find_locked(struct wb *w, const char *key)
  */
 static int ensure_stored_locked(struct wb *w, struct wb_file *f)
 {
+	struct seal_file *sf = NULL;
 	char path[PATH_MAX];
-	int rc, fd;
+	int rc;
 
 	if (f->row.id > 0)
 		return 0;
@@ -253,19 +276,23 @@ static int ensure_stored_locked(struct wb *w, struct wb_file *f)
 		return rc == -ENOMEM ? rc : -EIO;
 	}
 	staging_path(w, f->row.id, path, sizeof(path));
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)f->size) < 0) {
-		rc = -errno;
+	rc = seal_create(path, w->conf.key, (uint64_t)f->row.id, &sf);
+	if (rc == 0)
+		rc = seal_truncate(sf, f->size);
+	if (rc < 0) {
 		log_error("writeback: cannot create staging file '%s': %s",
-			  path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+			  path, strerror(-rc));
+		seal_close(sf);
 		unlink(path);
 		meta_staged_delete(w->meta, f->row.id);
 		f->row.id = 0;
-		return rc == -ENOSPC ? rc : -EIO;
+		return rc == -ENOSPC || rc == -ENOMEM ? rc : -EIO;
 	}
-	f->fd = fd;
+	if (f->sf) {
+		seal_close(f->old_sf);
+		f->old_sf = f->sf;
+	}
+	f->sf = sf;
 	return 0;
 }
 
@@ -312,8 +339,8 @@ static int make_local(struct wb *w, struct wb_file *f, uint64_t c, bool fill)
 					  f->row.base_size, start, buf,
 					  (size_t)(end - start));
 		if (rc == 0)
-			rc = pwrite_all(f->fd, buf, (size_t)(end - start),
-					(off_t)start);
+			rc = seal_pwrite(f->sf, buf, (size_t)(end - start),
+					 start);
 	}
 	pthread_mutex_lock(&f->lock);
 	if (rc == 0 && !bit_get(f, c))
@@ -325,6 +352,8 @@ static int make_local(struct wb *w, struct wb_file *f, uint64_t c, bool fill)
 	pthread_mutex_unlock(&f->lock);
 	if (rc != 0)
 		cache_unreserve(w->cache, cs);
+	if (buf)
+		OPENSSL_cleanse(buf, (size_t)(end - start));
 	free(buf);
 	free(base_etag);
 	return rc > 0 ? 0 : rc;
@@ -469,12 +498,12 @@ ssize_t wb_read(struct wb *w, struct wb_file *f, void *buf, size_t size,
 			pos = base_end;
 			continue;
 		}
-		if (f->fd < 0) {
+		if (!f->sf) {
 			memset((char *)buf + (pos - off), 0,
 			       (size_t)(stop - pos));
 		} else {
-			long n = pread_full(f->fd, (char *)buf + (pos - off),
-					    (size_t)(stop - pos), (off_t)pos);
+			ssize_t n = seal_pread(f->sf, (char *)buf + (pos - off),
+					       (size_t)(stop - pos), pos);
 
 			if (n < 0) {
 				rc = n;
@@ -533,7 +562,7 @@ ssize_t wb_write(struct wb *w, struct wb_file *f, const void *buf, size_t size,
 		rc = save_locked(w, f);
 	pthread_mutex_unlock(&f->lock);
 	if (rc == 0)
-		rc = pwrite_all(f->fd, buf, size, (off_t)off);
+		rc = seal_pwrite(f->sf, buf, size, off);
 	pthread_mutex_lock(&f->lock);
 	if (rc == 0) {
 		if (end > f->size)
@@ -560,8 +589,8 @@ int wb_truncate(struct wb *w, struct wb_file *f, uint64_t size)
 	pthread_rwlock_wrlock(&f->io);
 	pthread_mutex_lock(&f->lock);
 	rc = ensure_stored_locked(w, f);
-	if (rc == 0 && ftruncate(f->fd, (off_t)size) < 0)
-		rc = -errno;
+	if (rc == 0)
+		rc = seal_truncate(f->sf, size);
 	if (rc == 0) {
 		n_chunks = (size + cs - 1) / cs;
 		for (c = n_chunks; c < f->row.local_len * 8ull; c++) {
@@ -697,14 +726,68 @@ struct snapshot {
 	struct wb_attrs attrs;
 };
 
-/* Multipart upload copying the parts the file took unchanged from its
- * base.  f->up and f->io (read) held. */
+/*
+ * The body of bytes [a, b) of @f: the plain staging file itself, or, when
+ * sealed, those bytes decrypted into *mem (grown as needed; the caller
+ * wipes and frees it).  f->io held.
+ */
+static int staged_body(struct wb_file *f, uint64_t a, uint64_t b,
+		       unsigned char **mem, size_t *mem_len,
+		       struct s3_body *body)
+{
+	size_t n = (size_t)(b - a);
+	ssize_t got;
+
+	memset(body, 0, sizeof(*body));
+	body->fd = seal_plain_fd(f->sf);
+	body->off = a;
+	body->len = b - a;
+	if (body->fd >= 0)
+		return 0;
+	if (n > *mem_len || !*mem) {
+		unsigned char *p = malloc(n ? n : 1);
+
+		if (!p)
+			return -ENOMEM;
+		if (*mem) {
+			OPENSSL_cleanse(*mem, *mem_len);
+			free(*mem);
+		}
+		*mem = p;
+		*mem_len = n;
+	}
+	got = seal_pread(f->sf, *mem, n, a);
+	if (got < 0)
+		return (int)got;
+	/* the size was snapshot under f->io: it cannot have shrunk */
+	if ((size_t)got != n)
+		return -EIO;
+	body->data = *mem;
+	body->off = 0;
+	return 0;
+}
+
+static void wipe_free(unsigned char *p, size_t n)
+{
+	if (p)
+		OPENSSL_cleanse(p, n);
+	free(p);
+}
+
+/*
+ * Multipart upload that copies the parts the file took unchanged from its
+ * base and sends the others, one after the other.  Also how a sealed file
+ * above the threshold is sent (its parts decrypted into memory one at a
+ * time).  f->up and f->io (read) held.
+ */
 static int upload_with_copies(struct wb *w, struct wb_file *f,
 			      const struct snapshot *sn,
 			      const struct s3_put_opts *opts, char **etag)
 {
 	uint64_t cs = w->conf.chunk_size, part, a, b, c;
 	char **etags = NULL, *upload_id = NULL;
+	unsigned char *mem = NULL;
+	size_t mem_len = 0;
 	unsigned n_parts, i;
 	int rc;
 
@@ -742,11 +825,12 @@ static int upload_with_copies(struct wb *w, struct wb_file *f,
 			if (rc == 0)
 				STAT_ADD(w, parts_copied, 1);
 		} else {
-			struct s3_body body = { .fd = f->fd,
-						.off = a,
-						.len = b - a };
+			struct s3_body body;
 
 			rc = materialize(w, f, a, b);
+			if (rc == 0)
+				rc = staged_body(f, a, b, &mem, &mem_len,
+						 &body);
 			if (rc == 0)
 				rc = s3_mpu_put_part(w->s3, sn->key, upload_id,
 						     i + 1, &body, &etags[i]);
@@ -766,6 +850,24 @@ out:
 		free(etags[i]);
 	free(etags);
 	free(upload_id);
+	wipe_free(mem, mem_len);
+	return rc;
+}
+
+/* One PUT of a sealed file, decrypted into memory (at most the threshold). */
+static int put_sealed(struct wb *w, struct wb_file *f,
+		      const struct snapshot *sn, const struct s3_put_opts *opts,
+		      char **etag)
+{
+	unsigned char *mem = NULL;
+	size_t mem_len = 0;
+	struct s3_body body;
+	int rc;
+
+	rc = staged_body(f, 0, sn->size, &mem, &mem_len, &body);
+	if (rc == 0)
+		rc = s3_put(w->s3, sn->key, &body, opts, etag);
+	wipe_free(mem, mem_len);
 	return rc;
 }
 
@@ -793,14 +895,14 @@ static void cache_uploaded(struct wb *w, struct wb_file *f,
 					 .etag = etag,
 					 .index = c };
 		bool need;
-		long n;
+		ssize_t n;
 
 		pthread_mutex_lock(&f->lock);
 		need = needs_base(w, f, c);
 		pthread_mutex_unlock(&f->lock);
-		if (need || f->fd < 0)
+		if (need || !f->sf)
 			continue;
-		n = pread_full(f->fd, buf, (size_t)len, (off_t)(c * cs));
+		n = seal_pread(f->sf, buf, (size_t)len, c * cs);
 		if (n < 0)
 			break;
 		if ((uint64_t)n < len)
@@ -809,7 +911,7 @@ static void cache_uploaded(struct wb *w, struct wb_file *f,
 		if (cache_put(w->cache, name, &ref, buf, (size_t)len) < 0)
 			break;
 	}
-	free(buf);
+	wipe_free((unsigned char *)buf, buf ? (size_t)cs : 0);
 }
 
 /* The parent directory prefix of @key and its last segment. */
@@ -901,7 +1003,7 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (f->fd < 0) {
+	if (!f->sf) {
 		/* never changed since it was staged: nothing to send */
 		pthread_mutex_lock(&f->lock);
 		f->clean_gen = sn.gen;
@@ -911,13 +1013,16 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 	wb_attrs_meta(&sn.attrs, &wm);
 	opts.meta = wm.meta;
 	opts.n_meta = wm.n;
-	if (copies) {
+	if (copies ||
+	    (seal_is_sealed(f->sf) && sn.size > w->conf.multipart_threshold)) {
 		rc = upload_with_copies(w, f, &sn, &opts, &etag);
 	} else {
 		rc = materialize(w, f, 0, sn.size);
-		if (rc == 0)
-			rc = s3_put_file(w->s3, sn.key, f->fd, sn.size, &opts,
-					 &etag);
+		if (rc == 0 && seal_is_sealed(f->sf))
+			rc = put_sealed(w, f, &sn, &opts, &etag);
+		else if (rc == 0)
+			rc = s3_put_file(w->s3, sn.key, seal_plain_fd(f->sf),
+					 sn.size, &opts, &etag);
 	}
 	if (rc == 0 && !etag)
 		rc = -EIO;
@@ -1180,16 +1285,174 @@ static void *uploader_main(void *arg)
 
 struct load_ctx {
 	struct wb *w;
-	int rc;
+	/* rows to delete once the scan is over (meta is locked during it) */
+	int64_t *drop;
+	size_t n_drop;
 };
+
+static int drop_later(struct load_ctx *lc, int64_t id)
+{
+	int64_t *v = realloc(lc->drop, (lc->n_drop + 1) * sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	v[lc->n_drop++] = id;
+	lc->drop = v;
+	return 0;
+}
+
+/*
+ * What is on disk for a staged row, given the mount's key.  A row has a
+ * plain file "ID" or a sealed one "ID.sealed"; both exist only after a
+ * crash between the rename and the unlink of a conversion (here or in
+ * crypt_rekey_cache), and then hold the same bytes.
+ */
+enum staged_state {
+	ST_MISSING,   /* neither file */
+	ST_READY,     /* in the mount's form (the other form is a leftover) */
+	ST_CONVERT,   /* plain, and the mount has a key: seal it */
+	ST_FOREIGN,   /* sealed under a key the mount does not have */
+	ST_EPHEMERAL, /* sealed under an ephemeral key: gone for good */
+	ST_DAMAGED,   /* sealed, but its header or length is impossible */
+};
+
+static enum staged_state staged_state(struct wb *w, int64_t id,
+				      struct seal_info *info)
+{
+	char plain[PATH_MAX], sealed[PATH_MAX];
+	const struct crypt_key *k = w->conf.key;
+	bool have_plain;
+	int rc;
+
+	staging_path_as(w, id, false, plain, sizeof(plain));
+	staging_path_as(w, id, true, sealed, sizeof(sealed));
+	have_plain = access(plain, F_OK) == 0;
+	rc = seal_probe(sealed, info);
+	if (rc == 0 && k && strcmp(info->key_id, k->id_hex) == 0 &&
+	    info->binding == (uint64_t)id)
+		return ST_READY;
+	if (have_plain)
+		return k ? ST_CONVERT : ST_READY;
+	if (rc == -ENOENT)
+		return ST_MISSING;
+	if (rc < 0 || info->binding != (uint64_t)id)
+		return ST_DAMAGED;
+	return info->ephemeral ? ST_EPHEMERAL : ST_FOREIGN;
+}
+
+/*
+ * First pass over the staged rows, before anything is loaded: a file
+ * sealed under a key this mount does not have is data not yet in S3, so
+ * the mount refuses to start and names the key it needs.
+ */
+static int check_staged(void *ctx, const struct meta_staged *s)
+{
+	struct load_ctx *lc = ctx;
+	struct wb *w = lc->w;
+	struct seal_info info;
+	char path[PATH_MAX];
+
+	if (staged_state(w, s->id, &info) != ST_FOREIGN)
+		return 0;
+	staging_path_as(w, s->id, true, path, sizeof(path));
+	if (w->conf.key)
+		log_error("writeback: staging file '%s' of '%s' is encrypted "
+			  "with key id %s, not this mount's key %s: mount "
+			  "with that key, or rotate it with s3cachefs-ctl "
+			  "rotate-key",
+			  path, s->key, info.key_id, w->conf.key->id_hex);
+	else
+		log_error("writeback: staging file '%s' of '%s' is encrypted "
+			  "with key id %s: mount with encrypt=aes-256-gcm "
+			  "and that key",
+			  path, s->key, info.key_id);
+	return -EKEYREJECTED;
+}
+
+/* Seal the plain staging file of row @id under the mount's key. */
+static int convert_plain(struct wb *w, int64_t id)
+{
+	char plain[PATH_MAX], sealed[PATH_MAX];
+	struct seal_file *src = NULL;
+	int rc;
+
+	staging_path_as(w, id, false, plain, sizeof(plain));
+	staging_path_as(w, id, true, sealed, sizeof(sealed));
+	rc = seal_open(plain, NULL, (uint64_t)id, &src);
+	if (rc == 0)
+		rc = seal_copy(src, sealed, w->conf.key, (uint64_t)id);
+	seal_close(src);
+	if (rc == 0 && unlink(plain) < 0)
+		rc = -errno;
+	if (rc < 0)
+		log_error("writeback: cannot encrypt staging file '%s': %s",
+			  plain, strerror(-rc));
+	else
+		log_info("writeback: staging file '%s' was not encrypted: "
+			 "encrypted it",
+			 plain);
+	return rc;
+}
+
+/*
+ * Open the staging file of row @s into f->sf, as staged_state() says.  0;
+ * 1 when there is nothing usable (logged when changes are lost); -errno to
+ * stop the start.
+ */
+static int open_staged(struct wb *w, struct wb_file *f,
+		       const struct meta_staged *s)
+{
+	char path[PATH_MAX], other[PATH_MAX];
+	struct seal_info info;
+	const char *why = NULL;
+	int rc;
+
+	staging_path(w, s->id, path, sizeof(path));
+	staging_path_as(w, s->id, !w->conf.key, other, sizeof(other));
+	switch (staged_state(w, s->id, &info)) {
+	case ST_CONVERT:
+		rc = convert_plain(w, s->id);
+		if (rc < 0)
+			return rc;
+		break;
+	case ST_READY:
+		break;
+	case ST_FOREIGN: /* check_staged() stopped the start before */
+		return -EKEYREJECTED;
+	case ST_EPHEMERAL:
+		why = "was encrypted with an ephemeral key, which is gone";
+		break;
+	case ST_DAMAGED:
+		why = "is damaged";
+		break;
+	case ST_MISSING:
+		why = "is missing";
+		break;
+	}
+	if (!why) {
+		rc = seal_open(path, w->conf.key, (uint64_t)s->id, &f->sf);
+		if (rc == 0) {
+			/* a leftover of a conversion: the same bytes */
+			unlink(other);
+			return 0;
+		}
+		why = "cannot be opened";
+	}
+	if (bits_count(f) > 0)
+		log_error("writeback: staging file '%s' of '%s' %s: its unsent "
+			  "changes are lost",
+			  path, s->key, why);
+	unlink(path);
+	unlink(other);
+	return 1;
+}
 
 static int on_staged(void *ctx, const struct meta_staged *s)
 {
 	struct load_ctx *lc = ctx;
 	struct wb *w = lc->w;
 	struct wb_file *f = file_new();
-	char path[PATH_MAX];
-	struct stat st;
+	int rc;
 
 	if (!f)
 		return -ENOMEM;
@@ -1207,19 +1470,13 @@ static int on_staged(void *ctx, const struct meta_staged *s)
 	}
 	if (s->local_len)
 		memcpy(f->row.local, s->local, s->local_len);
-	staging_path(w, s->id, path, sizeof(path));
-	f->fd = open(path, O_RDWR | O_CLOEXEC);
-	if (f->fd < 0 || fstat(f->fd, &st) < 0) {
-		if (bits_count(f) > 0)
-			log_error("writeback: staging file '%s' of '%s' is "
-				  "missing: its unsent changes are lost",
-				  path, s->key);
-		meta_staged_delete(w->meta, s->id);
+	rc = open_staged(w, f, s);
+	if (rc != 0) {
 		f->row.id = 0;
 		file_free(f);
-		return 0;
+		return rc > 0 ? drop_later(lc, s->id) : rc;
 	}
-	f->size = (uint64_t)st.st_size;
+	f->size = seal_size(f->sf);
 	f->gen = 1; /* pending: changes the bucket may not have */
 	f->reserved = bits_count(f) * w->conf.chunk_size;
 	cache_reserve_force(w->cache, f->reserved);
@@ -1259,16 +1516,19 @@ static void remove_strays(struct wb *w)
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
-		char *end;
-		long long id;
+		int64_t id;
+		bool sealed, named;
 		struct wb_file *f;
 		bool known = false;
 		size_t i;
 
-		if (de->d_name[0] == '.')
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
 			continue;
-		id = strtoll(de->d_name, &end, 10);
-		for (i = 0; !*end && i < TABLE_SIZE && !known; i++)
+		/* only the form this mount writes is known; temporaries go */
+		named = seal_name_parse(de->d_name, &id, &sealed) &&
+			sealed == (w->conf.key != NULL);
+		for (i = 0; named && i < TABLE_SIZE && !known; i++)
 			for (f = w->table[i]; f && !known; f = f->next)
 				known = f->row.id == id;
 		if (!known) {
@@ -1315,7 +1575,12 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 			  strerror(errno));
 		goto fail;
 	}
-	rc = meta_staged_scan(m, on_staged, &lc);
+	rc = meta_staged_scan(m, check_staged, &lc);
+	if (rc == 0)
+		rc = meta_staged_scan(m, on_staged, &lc);
+	while (lc.n_drop)
+		meta_staged_delete(m, lc.drop[--lc.n_drop]);
+	free(lc.drop);
 	if (rc < 0)
 		goto fail;
 	remove_strays(w);

@@ -13,8 +13,8 @@
  * DIR/XY/NAME.tmp.PID.N in the same shard, so the rename never crosses a
  * file system.
  *
- * File format, version 1.  All integers little-endian, encoded byte by
- * byte (never a struct dump):
+ * File format.  All integers little-endian, encoded byte by byte (never a
+ * struct dump).  Version 1 is plaintext, written by a store without a key:
  *
  *   off  size  field
  *     0     8  magic "S3CCHUNK"
@@ -31,14 +31,43 @@
  *  68+4nb   4  CRC-32 of header bytes [0, 68 + 4 * n_blocks)
  *  72+4nb      payload: stored_len bytes
  *
+ * Version 2 is sealed (AES-256-GCM, store/crypt.h), written by a store with
+ * a key.  It holds no plaintext CRC (that would leak the data):
+ *
+ *     0    16  magic, version (2), flags as above but bit 1 (sealed) must
+ *              be set, reserved
+ *    16    40  identity, data_len, stored_len as above
+ *    64     4  n_segs = ceil(stored_len / CHUNK_BLOCK)
+ *    68     8  key id (struct crypt_key.id)
+ *    76    12  nonce: random, fresh for every file written
+ *    88     4  CRC-32 of header bytes [0, 88)
+ *    92 16*ns  GCM tag of each segment
+ *  92+16ns     payload: stored_len bytes of ciphertext
+ *
+ * The payload (the data, or its zlib output: compress, then encrypt) is
+ * cut into segments of CHUNK_BLOCK bytes, the last possibly short.
+ * Segment i is sealed on its own under nonce + i (a 96-bit big-endian sum,
+ * so no two segments of any two files share a nonce unless two random
+ * nonces fall within 1024 of each other) with associated data = header
+ * bytes [0, 88) || u32 BE i.  So a raw chunk still reads and decrypts only
+ * the 64 KiB blocks a read touches; the identity, lengths, flags and key id
+ * are bound to every segment (a file renamed to another chunk's name, or
+ * with any header byte changed, fails), and segments cannot be swapped.
+ *
  * Raw: stored_len == data_len.  Compressed: 0 < stored_len < data_len; a
  * chunk is stored compressed only when that makes it smaller.  The file
  * size is exactly header + stored_len.
  *
+ * Keys.  A store with a key serves only version 2 files under that key's
+ * id; a store without one serves only version 1.  Any other file (a
+ * plaintext chunk under a key, a sealed one without a key or under another
+ * key) is deleted, counted in wrong_key and reported as -EBADMSG, like a
+ * failed check: to the cache it is a miss.
+ *
  * Invariants: a file under a chunk name was complete when renamed there;
- * a read returns data only after the header and the CRC of every block it
- * copies from were checked; a file that fails a check is unlinked (if the
- * name still refers to it), counted and reported once as -EBADMSG.
+ * a read returns data only after the header and the CRC (or tag) of every
+ * block it copies from were checked; a file that fails a check is unlinked
+ * (if the name still refers to it), counted and reported once as -EBADMSG.
  *
  * Concurrency: no state is shared between calls but the stats (atomics),
  * the temporary counter (atomic) and tmp_lock.  Writers hold tmp_lock
@@ -60,21 +89,28 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <zlib.h>
 
 #include "s3cachefs/chunk.h"
+#include "s3cachefs/crypt.h"
 #include "s3cachefs/fileio.h"
 #include "s3cachefs/log.h"
 #include "s3cachefs/strutil.h"
 
 #define CHUNK_MAGIC "S3CCHUNK"
-#define CHUNK_VERSION 1
+#define CHUNK_VERSION 1	       /* plaintext */
+#define CHUNK_VERSION_SEALED 2 /* AES-256-GCM */
 #define CHUNK_FLAG_ZLIB 0x0001u
+#define CHUNK_FLAG_SEALED 0x0002u
 #define HDR_FIXED 68 /* bytes before the block CRCs */
 #define MAX_BLOCKS (CHUNK_SIZE_MAX / CHUNK_BLOCK)
 #define HDR_SIZE(nb) (HDR_FIXED + 4 * (size_t)(nb) + 4)
-#define HDR_MAX HDR_SIZE(MAX_BLOCKS)
+#define SHDR_FIXED 88 /* sealed: bytes the header CRC covers, the AAD */
+#define SHDR_SIZE(ns) (SHDR_FIXED + 4 + CRYPT_TAG_LEN * (size_t)(ns))
+#define HDR_MAX SHDR_SIZE(MAX_BLOCKS) /* the larger of the two */
+#define SEG_AAD_LEN (SHDR_FIXED + 4)
 #define TMP_TAG ".tmp."
 /* "NAME.tmp.PID.N" with room to spare */
 #define TMP_NAME_MAX (CHUNK_NAME_LEN + 64)
@@ -84,21 +120,31 @@ struct chunk_store {
 	int dirfd;	    /* conf->dir, O_DIRECTORY; every path is relative */
 	int compress_level; /* 0..9 */
 	bool durable;
+	bool has_key;	      /* key is set: write and read sealed files */
+	struct crypt_key key; /* a copy, wiped at close */
+	atomic_bool told_key; /* the first wrong-key file was logged */
 	/* shared by a writer while its temporary exists; see the top */
 	pthread_rwlock_t tmp_lock;
 	atomic_uint_fast64_t tmp_seq; /* the N of temporaries */
 	atomic_uint_fast64_t written, compressed, corrupt, read_errors,
-		write_errors;
+		write_errors, wrong_key;
 };
 
 /* A parsed, checked header. */
 struct chunk_hdr {
 	uint16_t flags;
+	bool sealed; /* version 2 */
 	uint64_t data_len;
 	uint64_t stored_len;
-	uint32_t n_blocks;
-	size_t size; /* header bytes on disk */
-	uint32_t crc[MAX_BLOCKS];
+	uint32_t n_blocks; /* of data (plaintext) or of payload (sealed) */
+	size_t size;	   /* header bytes on disk */
+	unsigned char key_id[CRYPT_ID_LEN];
+	unsigned char nonce[CRYPT_NONCE_LEN];
+	unsigned char aad[SHDR_FIXED]; /* sealed: header bytes [0, 88) */
+	union {
+		uint32_t crc[MAX_BLOCKS];
+		unsigned char tag[MAX_BLOCKS][CRYPT_TAG_LEN];
+	} u;
 };
 
 static void put_le16(unsigned char *p, uint16_t v)
@@ -156,6 +202,12 @@ static uint32_t crc32_of(const void *p, size_t n)
 static uint64_t ceil_blocks(uint64_t len)
 {
 	return (len + CHUNK_BLOCK - 1) / CHUNK_BLOCK;
+}
+
+/* Segments of a sealed payload: at least one, so every file has a tag. */
+static uint64_t seg_count(uint64_t stored_len)
+{
+	return stored_len ? ceil_blocks(stored_len) : 1;
 }
 
 static int hex_val(char c)
@@ -292,12 +344,18 @@ int chunk_store_open(const struct chunk_store_conf *conf,
 		goto out;
 	cs->compress_level = conf->compress_level;
 	cs->durable = conf->durable;
+	if (conf->key) {
+		cs->key = *conf->key;
+		cs->has_key = true;
+	}
+	atomic_init(&cs->told_key, false);
 	atomic_init(&cs->tmp_seq, 0);
 	atomic_init(&cs->written, 0);
 	atomic_init(&cs->compressed, 0);
 	atomic_init(&cs->corrupt, 0);
 	atomic_init(&cs->read_errors, 0);
 	atomic_init(&cs->write_errors, 0);
+	atomic_init(&cs->wrong_key, 0);
 	/* chunk_scan() must not starve behind a stream of writes */
 	pthread_rwlockattr_init(&attr);
 	pthread_rwlockattr_setkind_np(
@@ -334,6 +392,7 @@ out:
 			close(cs->dirfd);
 		if (lock_init)
 			pthread_rwlock_destroy(&cs->tmp_lock);
+		crypt_key_release(&cs->key);
 		free(cs->dir);
 		free(cs);
 	}
@@ -346,6 +405,7 @@ void chunk_store_close(struct chunk_store *cs)
 		return;
 	close(cs->dirfd);
 	pthread_rwlock_destroy(&cs->tmp_lock);
+	crypt_key_release(&cs->key);
 	free(cs->dir);
 	free(cs);
 }
@@ -434,43 +494,99 @@ static int create_tmp(struct chunk_store *cs, int shardfd, const char *name,
 	return -EEXIST;
 }
 
-int chunk_write(struct chunk_store *cs, const char *name, const void *data,
-		size_t len, uint64_t *disk_bytes)
+/* The associated data of segment @i of a sealed file. */
+static void seg_aad(const unsigned char *fixed, uint32_t i,
+		    unsigned char out[SEG_AAD_LEN])
+{
+	memcpy(out, fixed, SHDR_FIXED);
+	out[SHDR_FIXED] = (unsigned char)(i >> 24);
+	out[SHDR_FIXED + 1] = (unsigned char)(i >> 16);
+	out[SHDR_FIXED + 2] = (unsigned char)(i >> 8);
+	out[SHDR_FIXED + 3] = (unsigned char)i;
+}
+
+/*
+ * Encode a sealed header for @data_len bytes of data stored as @payload
+ * (@stored_len bytes) into @h, and the payload's ciphertext into @ct.
+ * *hdr_len receives the header's length.  0 or -errno.
+ */
+static int encode_sealed(struct chunk_store *cs, unsigned char *h,
+			 const char *name, uint64_t data_len, uint16_t flags,
+			 const unsigned char *payload, uint64_t stored_len,
+			 unsigned char *ct, size_t *hdr_len)
+{
+	uint32_t ns = (uint32_t)seg_count(stored_len), i;
+	unsigned char nonce[CRYPT_NONCE_LEN], aad[SEG_AAD_LEN];
+	int rc;
+
+	memcpy(h, CHUNK_MAGIC, 8);
+	put_le16(h + 8, CHUNK_VERSION_SEALED);
+	put_le16(h + 10, flags | CHUNK_FLAG_SEALED);
+	put_le32(h + 12, 0);
+	name_to_digest(name, h + 16);
+	put_le64(h + 48, data_len);
+	put_le64(h + 56, stored_len);
+	put_le32(h + 64, ns);
+	memcpy(h + 68, cs->key.id, CRYPT_ID_LEN);
+	rc = crypt_random(h + 76, CRYPT_NONCE_LEN);
+	if (rc < 0)
+		return rc;
+	put_le32(h + SHDR_FIXED, crc32_of(h, SHDR_FIXED));
+	for (i = 0; i < ns; i++) {
+		size_t start = (size_t)i * CHUNK_BLOCK;
+		size_t n = stored_len - start < CHUNK_BLOCK
+				   ? (size_t)(stored_len - start)
+				   : CHUNK_BLOCK;
+
+		crypt_nonce_add(h + 76, i, nonce);
+		seg_aad(h, i, aad);
+		rc = crypt_seal(&cs->key, nonce, aad, sizeof(aad),
+				payload + start, n, ct + start,
+				h + SHDR_FIXED + 4 + CRYPT_TAG_LEN * (size_t)i);
+		if (rc < 0)
+			return rc;
+	}
+	*hdr_len = SHDR_SIZE(ns);
+	return 0;
+}
+
+/*
+ * Write chunk @name: @len bytes of @data, whose payload is @payload
+ * (@stored_len bytes: the data itself, or its zlib output with
+ * CHUNK_FLAG_ZLIB in @flags), plaintext or sealed as the store's key says,
+ * through a temporary and a rename.  See chunk_write().
+ */
+static int store_file(struct chunk_store *cs, const char *name,
+		      const unsigned char *data, size_t len,
+		      const unsigned char *payload, uint64_t stored_len,
+		      uint16_t flags, uint64_t *disk_bytes)
 {
 	unsigned char *buf = NULL;
-	const unsigned char *payload = data;
 	char tmp[TMP_NAME_MAX] = "";
 	const char *what = "";
-	uint64_t stored_len = len;
-	uint16_t flags = 0;
 	int shardfd = -1, fd = -1, rc;
 	bool locked = false, io = false;
 	size_t hdr_len;
 	struct stat st;
 
-	if (!chunk_name_valid(name) || len > CHUNK_SIZE_MAX || (len && !data))
-		return -EINVAL;
-	buf = malloc(HDR_SIZE(ceil_blocks(len)) +
-		     (cs->compress_level > 0 ? len : 0));
-	if (!buf)
-		return -ENOMEM;
-	if (cs->compress_level > 0 && len > 1) {
-		/* a buffer of len - 1 makes "not smaller" a Z_BUF_ERROR */
-		unsigned char *z = buf + HDR_SIZE(ceil_blocks(len));
-		uLongf zlen = len - 1;
+	if (cs->has_key) {
+		uint64_t ns = seg_count(stored_len);
 
-		rc = compress2(z, &zlen, data, len, cs->compress_level);
-		if (rc == Z_MEM_ERROR) {
-			rc = -ENOMEM;
+		buf = malloc(SHDR_SIZE(ns) + (size_t)stored_len);
+		if (!buf)
+			return -ENOMEM;
+		rc = encode_sealed(cs, buf, name, len, flags, payload,
+				   stored_len, buf + SHDR_SIZE(ns), &hdr_len);
+		if (rc < 0)
 			goto out;
-		}
-		if (rc == Z_OK && zlen < len) {
-			payload = z;
-			stored_len = zlen;
-			flags = CHUNK_FLAG_ZLIB;
-		}
+		payload = buf + hdr_len;
+	} else {
+		buf = malloc(HDR_SIZE(ceil_blocks(len)));
+		if (!buf)
+			return -ENOMEM;
+		hdr_len =
+			encode_header(buf, name, data, len, flags, stored_len);
 	}
-	hdr_len = encode_header(buf, name, data, len, flags, stored_len);
 
 	io = true;
 	what = "open shard";
@@ -550,6 +666,42 @@ out:
 	return rc;
 }
 
+int chunk_write(struct chunk_store *cs, const char *name, const void *data,
+		size_t len, uint64_t *disk_bytes)
+{
+	unsigned char *z = NULL;
+	const unsigned char *payload = data;
+	uint64_t stored_len = len;
+	uint16_t flags = 0;
+	int rc;
+
+	if (!chunk_name_valid(name) || len > CHUNK_SIZE_MAX || (len && !data))
+		return -EINVAL;
+	if (cs->compress_level > 0 && len > 1) {
+		/* a buffer of len - 1 makes "not smaller" a Z_BUF_ERROR */
+		uLongf zlen = len - 1;
+
+		z = malloc(len);
+		if (!z)
+			return -ENOMEM;
+		rc = compress2(z, &zlen, data, len, cs->compress_level);
+		if (rc == Z_MEM_ERROR) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		if (rc == Z_OK && zlen < len) {
+			payload = z;
+			stored_len = zlen;
+			flags = CHUNK_FLAG_ZLIB;
+		}
+	}
+	rc = store_file(cs, name, data, len, payload, stored_len, flags,
+			disk_bytes);
+out:
+	free(z);
+	return rc;
+}
+
 /*
  * A check failed: delete the file if @name still is @st (a writer may have
  * replaced it meanwhile), count and report it.  Returns -EBADMSG.
@@ -570,38 +722,43 @@ static int corrupt(struct chunk_store *cs, const char *name,
 }
 
 /*
- * Read and check the header of the open file @fd (@st its fstat).  0, or a
- * static description of what failed in *what (-EBADMSG), or -errno.
+ * A file that belongs to another key (or to none): delete it like corrupt()
+ * does, but count it apart.  Said once per store at info level: after a
+ * key change every old chunk goes this way.  Returns -EBADMSG.
  */
-static int read_header(int fd, const struct stat *st, const char *name,
+static int wrong_key(struct chunk_store *cs, const char *name,
+		     const struct stat *st, const char *what)
+{
+	char rel[CHUNK_NAME_LEN + 4];
+	struct stat now;
+
+	rel_path(name, rel);
+	if (fstatat(cs->dirfd, rel, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    now.st_dev == st->st_dev && now.st_ino == st->st_ino)
+		unlinkat(cs->dirfd, rel, 0);
+	stat_inc(&cs->wrong_key);
+	if (!atomic_exchange(&cs->told_key, true))
+		log_info("chunk '%s' is %s; deleted, as every such chunk will "
+			 "be when read",
+			 name, what);
+	else
+		log_debug("chunk '%s' is %s; deleted", name, what);
+	return -EBADMSG;
+}
+
+/* Check the plaintext (version 1) header in @buf (@got bytes read). */
+static int parse_plain(const unsigned char *buf, size_t got,
 		       struct chunk_hdr *h, const char **what)
 {
-	unsigned char buf[HDR_MAX];
-	unsigned char digest[32];
-	uint16_t version;
 	uint32_t i;
-	long got;
 
-	got = pread_full(fd, buf, sizeof(buf), 0);
-	if (got < 0)
-		return (int)got;
-	*what = "truncated header";
-	if ((size_t)got < HDR_FIXED)
-		return -EBADMSG;
-	*what = "bad magic";
-	if (memcmp(buf, CHUNK_MAGIC, 8) != 0)
-		return -EBADMSG;
-	version = get_le16(buf + 8);
-	*what = "unknown format version";
-	if (version != CHUNK_VERSION)
-		return -EBADMSG;
 	h->n_blocks = get_le32(buf + 64);
 	*what = "bad block count";
 	if (h->n_blocks > MAX_BLOCKS)
 		return -EBADMSG;
 	h->size = HDR_SIZE(h->n_blocks);
 	*what = "truncated header";
-	if ((size_t)got < h->size)
+	if (got < h->size)
 		return -EBADMSG;
 	*what = "header crc mismatch";
 	if (crc32_of(buf, h->size - 4) != get_le32(buf + h->size - 4))
@@ -617,6 +774,83 @@ static int read_header(int fd, const struct stat *st, const char *name,
 	if (h->data_len > CHUNK_SIZE_MAX ||
 	    h->n_blocks != ceil_blocks(h->data_len))
 		return -EBADMSG;
+	for (i = 0; i < h->n_blocks; i++)
+		h->u.crc[i] = get_le32(buf + HDR_FIXED + 4 * (size_t)i);
+	return 0;
+}
+
+/* Check the sealed (version 2) header in @buf (@got bytes read). */
+static int parse_sealed(const unsigned char *buf, size_t got,
+			struct chunk_hdr *h, const char **what)
+{
+	*what = "truncated header";
+	if (got < SHDR_FIXED + 4)
+		return -EBADMSG;
+	*what = "header crc mismatch";
+	if (crc32_of(buf, SHDR_FIXED) != get_le32(buf + SHDR_FIXED))
+		return -EBADMSG;
+	h->sealed = true;
+	h->flags = get_le16(buf + 10);
+	h->data_len = get_le64(buf + 48);
+	h->stored_len = get_le64(buf + 56);
+	h->n_blocks = get_le32(buf + 64);
+	*what = "unknown flags";
+	if ((h->flags & ~(CHUNK_FLAG_ZLIB | CHUNK_FLAG_SEALED)) ||
+	    !(h->flags & CHUNK_FLAG_SEALED) || get_le32(buf + 12) != 0)
+		return -EBADMSG;
+	*what = "bad lengths";
+	if (h->data_len > CHUNK_SIZE_MAX ||
+	    h->n_blocks != seg_count(h->stored_len))
+		return -EBADMSG;
+	h->size = SHDR_SIZE(h->n_blocks);
+	*what = "truncated header";
+	if (got < h->size)
+		return -EBADMSG;
+	memcpy(h->key_id, buf + 68, CRYPT_ID_LEN);
+	memcpy(h->nonce, buf + 76, CRYPT_NONCE_LEN);
+	memcpy(h->aad, buf, SHDR_FIXED);
+	memcpy(h->u.tag, buf + SHDR_FIXED + 4,
+	       CRYPT_TAG_LEN * (size_t)h->n_blocks);
+	return 0;
+}
+
+/*
+ * Read and check the header of the open file @fd (@st its fstat), of
+ * either version; which key it needs is checked apart (key_check).  0, or
+ * a static description of what failed in *what (-EBADMSG), or -errno.
+ */
+static int read_header(int fd, const struct stat *st, const char *name,
+		       struct chunk_hdr *h, const char **what)
+{
+	unsigned char buf[HDR_MAX];
+	unsigned char digest[32];
+	uint16_t version;
+	long got;
+	int rc;
+
+	got = pread_full(fd, buf, sizeof(buf), 0);
+	if (got < 0)
+		return (int)got;
+	*what = "truncated header";
+	if ((size_t)got < HDR_FIXED)
+		return -EBADMSG;
+	*what = "bad magic";
+	if (memcmp(buf, CHUNK_MAGIC, 8) != 0)
+		return -EBADMSG;
+	version = get_le16(buf + 8);
+	h->sealed = false;
+	if (version == CHUNK_VERSION)
+		rc = parse_plain(buf, (size_t)got, h, what);
+	else if (version == CHUNK_VERSION_SEALED)
+		rc = parse_sealed(buf, (size_t)got, h, what);
+	else
+		rc = -EBADMSG;
+	if (rc < 0) {
+		if (version != CHUNK_VERSION && version != CHUNK_VERSION_SEALED)
+			*what = "unknown format version";
+		return rc;
+	}
+	*what = "bad lengths";
 	if (h->flags & CHUNK_FLAG_ZLIB) {
 		if (h->stored_len == 0 || h->stored_len >= h->data_len)
 			return -EBADMSG;
@@ -630,9 +864,25 @@ static int read_header(int fd, const struct stat *st, const char *name,
 	*what = "file size mismatch";
 	if ((uint64_t)st->st_size != h->size + h->stored_len)
 		return -EBADMSG;
-	for (i = 0; i < h->n_blocks; i++)
-		h->crc[i] = get_le32(buf + HDR_FIXED + 4 * (size_t)i);
 	return 0;
+}
+
+/*
+ * May @key (NULL: none) read the file of header @h?  0, or -EKEYREJECTED
+ * with what is wrong in *what.
+ */
+static int key_check(const struct chunk_hdr *h, const struct crypt_key *key,
+		     const char **what)
+{
+	if (!h->sealed && key)
+		*what = "not encrypted, but the store has a key";
+	else if (h->sealed && !key)
+		*what = "encrypted, but the store has no key";
+	else if (h->sealed && memcmp(h->key_id, key->id, CRYPT_ID_LEN) != 0)
+		*what = "encrypted with another key";
+	else
+		return 0;
+	return -EKEYREJECTED;
 }
 
 /* True when block @b of the data, at @p, matches its CRC in @h. */
@@ -643,15 +893,35 @@ static bool block_ok(const struct chunk_hdr *h, uint64_t b,
 	uint64_t n = h->data_len - start < CHUNK_BLOCK ? h->data_len - start
 						       : CHUNK_BLOCK;
 
-	return crc32_of(p, (size_t)n) == h->crc[b];
+	return crc32_of(p, (size_t)n) == h->u.crc[b];
 }
 
 /*
- * Open chunk @name and check its header.  On success *fdp, *st and *h are
- * set; on -EBADMSG the file was handled by corrupt().
+ * Decrypt segment @i of a sealed payload in place: @p holds its ciphertext
+ * (the segment's length follows from the header).  0, -EBADMSG when it
+ * fails authentication, or -ENOMEM/-EIO.
  */
-static int open_checked(struct chunk_store *cs, const char *name, int *fdp,
-			struct stat *st, struct chunk_hdr *h)
+static int open_seg(const struct crypt_key *key, const struct chunk_hdr *h,
+		    uint64_t i, unsigned char *p)
+{
+	unsigned char nonce[CRYPT_NONCE_LEN], aad[SEG_AAD_LEN];
+	uint64_t start = i * CHUNK_BLOCK;
+	size_t n = h->stored_len - start < CHUNK_BLOCK
+			   ? (size_t)(h->stored_len - start)
+			   : CHUNK_BLOCK;
+
+	crypt_nonce_add(h->nonce, i, nonce);
+	seg_aad(h->aad, (uint32_t)i, aad);
+	return crypt_open(key, nonce, aad, sizeof(aad), p, n, p, h->u.tag[i]);
+}
+
+/*
+ * Open chunk @name and check its header, but not which key it needs.  On
+ * success *fdp, *st and *h are set; on -EBADMSG the file was handled by
+ * corrupt().
+ */
+static int open_file(struct chunk_store *cs, const char *name, int *fdp,
+		     struct stat *st, struct chunk_hdr *h)
 {
 	char rel[CHUNK_NAME_LEN + 4];
 	const char *what = "";
@@ -698,10 +968,44 @@ out:
 	return rc;
 }
 
-/* Copy [off, end) of raw chunk data, reading and checking whole blocks. */
-static ssize_t read_raw(struct chunk_store *cs, const char *name, int fd,
-			const struct stat *st, const struct chunk_hdr *h,
-			uint64_t off, uint64_t end, void *out)
+/* open_file(), then the file must be readable with the store's key. */
+static int open_checked(struct chunk_store *cs, const char *name, int *fdp,
+			struct stat *st, struct chunk_hdr *h)
+{
+	const char *what = "";
+	int rc;
+
+	rc = open_file(cs, name, fdp, st, h);
+	if (rc < 0)
+		return rc;
+	if (key_check(h, cs->has_key ? &cs->key : NULL, &what) < 0) {
+		close(*fdp);
+		*fdp = -1;
+		return wrong_key(cs, name, st, what);
+	}
+	return 0;
+}
+
+/* A read of the payload failed (@got < 0) or came short: say which. */
+static ssize_t read_failed(struct chunk_store *cs, const char *name,
+			   const struct stat *st, long got)
+{
+	if (got >= 0) /* the size was checked: the file shrank under us */
+		return corrupt(cs, name, st, "short read");
+	stat_inc(&cs->read_errors);
+	log_debug("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name, name,
+		  strerror((int)-got));
+	return got;
+}
+
+/*
+ * Copy [off, end) of raw chunk data, reading and checking (plaintext) or
+ * authenticating (sealed, with @key) whole blocks: only those it touches.
+ */
+static ssize_t read_raw(struct chunk_store *cs, const struct crypt_key *key,
+			const char *name, int fd, const struct stat *st,
+			const struct chunk_hdr *h, uint64_t off, uint64_t end,
+			void *out)
 {
 	uint64_t b0 = off / CHUNK_BLOCK, b1 = (end - 1) / CHUNK_BLOCK, b;
 	uint64_t start = b0 * CHUNK_BLOCK;
@@ -717,20 +1021,21 @@ static ssize_t read_raw(struct chunk_store *cs, const char *name, int fd,
 		return -ENOMEM;
 	got = pread_full(fd, scratch, (size_t)(stop - start),
 			 (off_t)(h->size + start));
-	if (got < 0) {
-		rc = got;
-		stat_inc(&cs->read_errors);
-		log_debug("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
-			  name, strerror((int)-rc));
-		goto out;
-	}
-	if ((uint64_t)got != stop - start) {
-		/* the size was checked: the file shrank under us */
-		rc = corrupt(cs, name, st, "short read");
+	if (got < 0 || (uint64_t)got != stop - start) {
+		rc = read_failed(cs, name, st, got);
 		goto out;
 	}
 	for (b = b0; b <= b1; b++) {
-		if (!block_ok(h, b, scratch + (b - b0) * CHUNK_BLOCK)) {
+		unsigned char *p = scratch + (b - b0) * CHUNK_BLOCK;
+
+		if (h->sealed) {
+			rc = open_seg(key, h, b, p);
+			if (rc == -EBADMSG)
+				rc = corrupt(cs, name, st,
+					     "authentication failed");
+			if (rc < 0)
+				goto out;
+		} else if (!block_ok(h, b, p)) {
 			rc = corrupt(cs, name, st, "data crc mismatch");
 			goto out;
 		}
@@ -738,67 +1043,130 @@ static ssize_t read_raw(struct chunk_store *cs, const char *name, int fd,
 	memcpy(out, scratch + (off - start), (size_t)(end - off));
 	rc = (ssize_t)(end - off);
 out:
+	if (scratch && h->sealed)
+		OPENSSL_cleanse(scratch, (size_t)(stop - start));
 	free(scratch);
 	return rc;
 }
 
-/* Copy [off, end) of compressed chunk data: inflate and check it whole. */
-static ssize_t read_zlib(struct chunk_store *cs, const char *name, int fd,
-			 const struct stat *st, const struct chunk_hdr *h,
-			 uint64_t off, uint64_t end, void *out)
+/*
+ * Read, authenticate or check, and inflate the whole of an open chunk.
+ * *data receives the data (data_len bytes, at least one allocated) and,
+ * when @payload is not NULL, *payload the plaintext payload (stored_len
+ * bytes; the data itself when raw, then *payload == *data).  Both belong to
+ * the caller (free *payload only when it differs from *data).
+ */
+static int load_all(struct chunk_store *cs, const struct crypt_key *key,
+		    const char *name, int fd, const struct stat *st,
+		    const struct chunk_hdr *h, unsigned char **data,
+		    unsigned char **payload)
 {
-	unsigned char *z = NULL, *data = NULL;
+	unsigned char *z = NULL, *d = NULL;
+	bool zlib = h->flags & CHUNK_FLAG_ZLIB;
 	uLongf dlen = (uLongf)h->data_len;
 	uLong zlen = (uLong)h->stored_len;
 	uint64_t b;
-	ssize_t rc;
 	long got;
-	int zrc;
+	int rc, zrc;
 
-	z = malloc((size_t)h->stored_len);
-	data = malloc((size_t)h->data_len);
-	if (!z || !data) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	z = malloc((size_t)h->stored_len + 1);
+	if (!z)
+		return -ENOMEM;
 	got = pread_full(fd, z, (size_t)h->stored_len, (off_t)h->size);
-	if (got < 0) {
-		rc = got;
-		stat_inc(&cs->read_errors);
-		log_debug("cannot read chunk '%s/%.2s/%s': %s", cs->dir, name,
-			  name, strerror((int)-rc));
+	if (got < 0 || (uint64_t)got != h->stored_len) {
+		rc = (int)read_failed(cs, name, st, got);
 		goto out;
 	}
-	if ((uint64_t)got != h->stored_len) {
-		rc = corrupt(cs, name, st, "short read");
-		goto out;
+	for (b = 0; h->sealed && b < h->n_blocks; b++) {
+		rc = open_seg(key, h, b, z + b * CHUNK_BLOCK);
+		if (rc == -EBADMSG)
+			rc = corrupt(cs, name, st, "authentication failed");
+		if (rc < 0)
+			goto out;
 	}
-	zrc = uncompress2(data, &dlen, z, &zlen);
-	if (zrc == Z_MEM_ERROR) {
-		rc = -ENOMEM;
-		goto out;
+	if (zlib) {
+		d = malloc((size_t)h->data_len);
+		if (!d) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		zrc = uncompress2(d, &dlen, z, &zlen);
+		if (zrc == Z_MEM_ERROR) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		if (zrc != Z_OK || dlen != h->data_len ||
+		    zlen != h->stored_len) {
+			rc = corrupt(cs, name, st, "bad compressed data");
+			goto out;
+		}
+	} else {
+		d = z;
 	}
-	if (zrc != Z_OK || dlen != h->data_len || zlen != h->stored_len) {
-		rc = corrupt(cs, name, st, "bad compressed data");
-		goto out;
-	}
-	for (b = 0; b < h->n_blocks; b++) {
-		if (!block_ok(h, b, data + b * CHUNK_BLOCK)) {
+	for (b = 0; !h->sealed && b < h->n_blocks; b++) {
+		if (!block_ok(h, b, d + b * CHUNK_BLOCK)) {
 			rc = corrupt(cs, name, st, "data crc mismatch");
 			goto out;
 		}
 	}
-	memcpy(out, data + off, (size_t)(end - off));
-	rc = (ssize_t)(end - off);
+	*data = d;
+	if (payload) {
+		*payload = z;
+		z = NULL;
+	} else if (z == d) {
+		z = NULL;
+	}
+	d = NULL;
+	rc = 0;
 out:
-	free(z);
-	free(data);
+	if (d && d != z) {
+		OPENSSL_cleanse(d, (size_t)h->data_len);
+		free(d);
+	}
+	if (z) {
+		OPENSSL_cleanse(z, (size_t)h->stored_len);
+		free(z);
+	}
+	return rc;
+}
+
+/*
+ * Authenticate a sealed file's header by opening its last segment: for the
+ * calls that return no data (an empty range, chunk_data_len), which must
+ * not trust lengths that nobody vouched for.
+ */
+static int auth_header(struct chunk_store *cs, const char *name, int fd,
+		       const struct stat *st, const struct chunk_hdr *h)
+{
+	uint64_t last = h->n_blocks - 1, start = last * CHUNK_BLOCK;
+	size_t n = (size_t)(h->stored_len - start);
+	unsigned char *p;
+	long got;
+	int rc;
+
+	if (!h->sealed)
+		return 0;
+	p = malloc(n + 1);
+	if (!p)
+		return -ENOMEM;
+	got = pread_full(fd, p, n, (off_t)(h->size + start));
+	if (got < 0 || (size_t)got != n) {
+		rc = (int)read_failed(cs, name, st, got);
+		goto out;
+	}
+	rc = open_seg(&cs->key, h, last, p);
+	if (rc == -EBADMSG)
+		rc = corrupt(cs, name, st, "authentication failed");
+	OPENSSL_cleanse(p, n);
+out:
+	free(p);
 	return rc;
 }
 
 ssize_t chunk_read(struct chunk_store *cs, const char *name, uint64_t off,
 		   void *out, size_t len)
 {
+	unsigned char *data = NULL;
 	struct chunk_hdr h;
 	struct stat st;
 	uint64_t end;
@@ -809,15 +1177,22 @@ ssize_t chunk_read(struct chunk_store *cs, const char *name, uint64_t off,
 	if (rc < 0)
 		return rc;
 	if (off >= h.data_len || len == 0) {
-		rc = 0;
+		rc = auth_header(cs, name, fd, &st, &h);
 		goto out;
 	}
 	end = h.data_len - off < len ? h.data_len : off + len;
-	if (h.flags & CHUNK_FLAG_ZLIB)
-		rc = read_zlib(cs, name, fd, &st, &h, off, end, out);
-	else
-		rc = read_raw(cs, name, fd, &st, &h, off, end, out);
+	if (h.flags & CHUNK_FLAG_ZLIB) {
+		rc = load_all(cs, &cs->key, name, fd, &st, &h, &data, NULL);
+		if (rc == 0) {
+			memcpy(out, data + off, (size_t)(end - off));
+			rc = (ssize_t)(end - off);
+			OPENSSL_cleanse(data, (size_t)h.data_len);
+		}
+	} else {
+		rc = read_raw(cs, &cs->key, name, fd, &st, &h, off, end, out);
+	}
 out:
+	free(data);
 	close(fd);
 	return rc;
 }
@@ -831,9 +1206,50 @@ int chunk_data_len(struct chunk_store *cs, const char *name, uint64_t *out)
 	rc = open_checked(cs, name, &fd, &st, &h);
 	if (rc < 0)
 		return rc;
+	rc = auth_header(cs, name, fd, &st, &h);
 	close(fd);
-	*out = h.data_len;
-	return 0;
+	if (rc == 0)
+		*out = h.data_len;
+	return rc;
+}
+
+int chunk_rekey(struct chunk_store *cs, const char *name,
+		const struct crypt_key *from)
+{
+	unsigned char *data = NULL, *payload = NULL;
+	struct chunk_hdr h;
+	const char *what = "";
+	struct stat st;
+	int fd = -1, rc;
+
+	rc = open_file(cs, name, &fd, &st, &h);
+	if (rc < 0)
+		return rc;
+	if (key_check(&h, cs->has_key ? &cs->key : NULL, &what) == 0) {
+		rc = 1; /* already as the store writes it */
+		goto out;
+	}
+	if (key_check(&h, from, &what) < 0) {
+		close(fd);
+		fd = -1;
+		rc = wrong_key(cs, name, &st, what);
+		goto out;
+	}
+	rc = load_all(cs, from, name, fd, &st, &h, &data, &payload);
+	if (rc < 0)
+		goto out;
+	rc = store_file(cs, name, data, (size_t)h.data_len, payload,
+			h.stored_len, h.flags & CHUNK_FLAG_ZLIB, NULL);
+	OPENSSL_cleanse(data, (size_t)h.data_len);
+	if (payload != data)
+		OPENSSL_cleanse(payload, (size_t)h.stored_len);
+out:
+	if (payload != data)
+		free(payload);
+	free(data);
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }
 
 int chunk_remove(struct chunk_store *cs, const char *name)
@@ -997,4 +1413,5 @@ void chunk_get_stats(struct chunk_store *cs, struct chunk_stats *out)
 	out->corrupt = atomic_load(&cs->corrupt);
 	out->read_errors = atomic_load(&cs->read_errors);
 	out->write_errors = atomic_load(&cs->write_errors);
+	out->wrong_key = atomic_load(&cs->wrong_key);
 }

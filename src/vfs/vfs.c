@@ -2097,6 +2097,7 @@ int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
 					? conf->multipart_threshold
 					: (64u << 20),
 			.meta_ttl_ms = conf->meta_ttl_ms,
+			.key = conf->key,
 			.fill = fill_base,
 			.done = on_uploaded,
 			.ctx = v,

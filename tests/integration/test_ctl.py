@@ -416,3 +416,39 @@ def test_cache_max_age(ctl, mount, s3, bucket):
     assert time.monotonic() - t0 >= 2.0, "data went before it was 2 s old"
     assert stats(ctl, m.cache_dir)["expired"] >= 8
     m.unmount()
+
+
+def test_rotate_key(ctl, mount, s3, bucket, s3rver, tmp_path):
+    from test_mount_crypt import canary_bytes, files_with_plaintext, new_key_file
+
+    ka, _ = new_key_file(tmp_path, "a")
+    kb, _ = new_key_file(tmp_path, "b")
+    data = canary_bytes(3 * MiB + 5, "rotate")
+    s3.put_object(Bucket=bucket, Key="f", Body=data)
+    m = mount(bucket, chunk_size="1M", meta_ttl="1h", encrypt="aes-256-gcm", key_file=str(ka))
+    assert read_file(m.path / "f") == data
+    # a mount holds the key: refused, nothing changed
+    line = one_error(ctl("-C", m.cache_dir, "-o", f"key_file={ka}", "rotate-key", "--new-key-file", kb), 1)
+    assert "unmount" in line, line
+    one_error(ctl("-C", m.cache_dir, "rotate-key"), 2)
+    m.unmount()
+
+    out = ok(ctl("-C", m.cache_dir, "-o", f"key_file={ka}", "rotate-key", "--new-key-file", kb))
+    assert "4 chunks re-encrypted, 0 dropped" in out, out
+    # the new key reads the cache without a request; the old one finds nothing usable
+    m.remount(key_file=str(kb))
+    s3rver.clear_log()
+    assert read_file(m.path / "f") == data
+    assert gets(s3rver, bucket) == []
+    m.unmount()
+    assert files_with_plaintext(m.cache_dir, data) == []
+
+    # to plain, from the variable's key: the chunks then hold the data as it is
+    env = {"S3CACHEFS_ENCRYPTION_KEY": kb.read_text().strip()}
+    out = ok(ctl("-C", m.cache_dir, "rotate-key", "--decrypt", env=env))
+    assert "rotated to plain: 4 chunks" in out, out
+    assert files_with_plaintext(m.cache_dir, data) != []
+    m.remount(encrypt="none", key_file=None)
+    s3rver.clear_log()
+    assert read_file(m.path / "f") == data
+    assert gets(s3rver, bucket) == []
