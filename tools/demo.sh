@@ -112,6 +112,9 @@ s3cachefs pid $(cat "$fspidfile"), log in .demo/s3cachefs.log).  Try:
     cat ".demo/mnt/notes/table 1.csv"
     dd if=.demo/mnt/data/random.bin bs=1M skip=7 count=3 | sha256sum
     du -sh .demo/cache; ls .demo/cache/chunks | head
+    getfattr -d .demo/mnt/data/random.bin       # what the cache holds of it
+    build/tools/s3cachefs-ctl -C .demo/cache stats   # statistics, live
+    build/tools/s3cachefs-ctl ls .demo/mnt
     export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
     export S3CACHEFS_ENDPOINT=$S3CACHEFS_ENDPOINT
     build/tools/s3cachefs-s3 ls -r s3://demo
