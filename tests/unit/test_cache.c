@@ -26,6 +26,7 @@
 #include "s3cachefs/log.h"
 #include "s3cachefs/meta.h"
 #include "tap.h"
+#include "testfs.h"
 
 #define KIB 1024ULL
 #define MIB (1024 * KIB)
@@ -1207,15 +1208,6 @@ static void test_concurrency(void)
 		free(conc_data[k]);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 int main(void)
 {
 	plan_lazy();
@@ -1238,6 +1230,6 @@ int main(void)
 	test_stamps();
 	test_watermarks();
 	test_concurrency();
-	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	rm_rf(root);
 	return done_testing();
 }

@@ -32,28 +32,13 @@
 #include "s3cachefs/crypt.h"
 #include "s3cachefs/log.h"
 #include "tap.h"
+#include "testfs.h"
 
 #define CB CHUNK_BLOCK
 
 static char root[PATH_MAX];
 
 /* snprintf that stops the test on truncation (no path here is long). */
-static void xsnprintf(char *out, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void xsnprintf(char *out, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(out, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size) {
-		fprintf(stderr, "path too long\n");
-		abort();
-	}
-}
-
 static uint64_t rnd_next(uint64_t *s)
 {
 	uint64_t x = *s;
@@ -81,20 +66,6 @@ static void fill_text(unsigned char *p, size_t n)
 
 	for (i = 0; i < n; i++)
 		p[i] = (unsigned char)line[i % (sizeof(line) - 1)];
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void sub_dir(const char *name, char out[PATH_MAX])

@@ -26,6 +26,7 @@
 #include "s3cachefs/fileio.h"
 #include "s3cachefs/log.h"
 #include "tap.h"
+#include "testfs.h"
 
 #define AK_ENV "AKIAKEYIDENV0001"
 #define AK_DEF "AKIAKEYIDDEF0001"
@@ -144,15 +145,6 @@ static int resolve(const struct creds_conf *conf, struct s3_creds *c,
 static void skip_if_etc(const char *name)
 {
 	ok(1, "%s # skip /etc/passwd-s3fs exists on this machine", name);
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
 }
 
 /* -------- pure parsers -------- */
@@ -766,6 +758,6 @@ int main(void)
 	test_no_secret_logged();
 
 	free(last_log);
-	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	rm_rf(root);
 	return done_testing();
 }

@@ -24,41 +24,12 @@
 #include "s3cachefs/log.h"
 #include "s3cachefs/sealfile.h"
 #include "tap.h"
+#include "testfs.h"
 
 static char root[PATH_MAX];
 
 static const char hex_a[] =
 	"000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-
-static void xsnprintf(char *out, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void xsnprintf(char *out, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(out, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size) {
-		fprintf(stderr, "path too long\n");
-		abort();
-	}
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-	nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* Write @len bytes to @root/@name with @mode; the path into @path. */
 static void make_file(const char *name, const void *data, size_t len,

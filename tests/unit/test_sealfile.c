@@ -25,6 +25,7 @@
 #include "s3cachefs/log.h"
 #include "s3cachefs/sealfile.h"
 #include "tap.h"
+#include "testfs.h"
 
 #define R SEAL_RECORD
 #define RD (SEAL_RECORD + 28)
@@ -33,31 +34,6 @@
 
 static char root[PATH_MAX];
 static struct crypt_key key_a, key_b;
-
-static void xsnprintf(char *out, size_t size, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void xsnprintf(char *out, size_t size, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(out, size, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= size) {
-		fprintf(stderr, "path too long\n");
-		abort();
-	}
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static uint64_t rnd(uint64_t *s)
 {
@@ -639,6 +615,6 @@ int main(void)
 	test_tamper();
 	test_copy();
 	test_concurrency();
-	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	rm_rf(root);
 	return done_testing();
 }
