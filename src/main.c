@@ -320,27 +320,6 @@ static int apply_opt_list(struct options *o, struct args *a, const char *list,
 }
 
 /*
- * Undo the octal escapes of a /proc/self/mountinfo field ("\040" for a
- * space), in place.
- */
-static void unescape_mountinfo(char *s)
-{
-	char *d = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-				      (s[3] - '0'));
-			s += 3;
-		} else {
-			*d++ = *s;
-		}
-	}
-	*d = '\0';
-}
-
-/*
  * The file system type mounted on @path (a realpath), copied into @type;
  * false when nothing is mounted there.
  */
@@ -363,7 +342,7 @@ static bool mounted_on(const char *path, char *type, size_t size)
 		mnt = tok;
 		if (!mnt || !dash)
 			continue;
-		unescape_mountinfo(mnt);
+		unescape_octal(mnt);
 		if (strcmp(mnt, path) != 0)
 			continue;
 		found = true;

@@ -55,6 +55,7 @@
 #include "s3cachefs/ctlsrv.h"
 #include "s3cachefs/http.h"
 #include "s3cachefs/log.h"
+#include "s3cachefs/strutil.h"
 #include "s3cachefs/meta.h"
 #include "s3cachefs/options.h"
 #include "s3cachefs/s3.h"
@@ -547,24 +548,6 @@ out:
 }
 
 /* ---- finding the folder ---- */
-
-/* Undo mountinfo's octal escapes (\040) in place. */
-static void unescape_octal(char *s)
-{
-	char *d = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-				      (s[3] - '0'));
-			s += 3;
-		} else {
-			*d++ = *s;
-		}
-	}
-	*d = '\0';
-}
 
 /* The longest s3cachefs mount point holding @path, or NULL (owned). */
 static char *mount_of(const char *path)

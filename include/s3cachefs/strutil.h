@@ -15,6 +15,13 @@ struct buf;
 /* Lowercase hex of @n bytes into @out, which holds 2 * n + 1 bytes. */
 void hex_encode(const unsigned char *in, size_t n, char *out);
 
+/* The value of hex digit @c (either case), or -1. */
+int hex_value(char c);
+
+/* Undo the octal escapes ("\040" for a space) of a /proc/self/mountinfo
+ * field, in place. */
+void unescape_octal(char *s);
+
 /*
  * Append @s (@n bytes) percent-encoded as RFC 3986 / SigV4 require: the
  * unreserved characters A-Z a-z 0-9 - . _ ~ stay, '/' stays when

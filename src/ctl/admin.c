@@ -36,6 +36,7 @@
 #include "s3cachefs/cache.h"
 #include "s3cachefs/chunk.h"
 #include "s3cachefs/log.h"
+#include "s3cachefs/strutil.h"
 #include "s3cachefs/meta.h"
 #include "s3cachefs/parse.h"
 #include "s3cachefs/s3.h"
@@ -282,17 +283,6 @@ int admin_encode(const struct admin_cmd *c, struct buf *out)
 	return rc;
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	return -1;
-}
-
 /* Undo admin_escape() of @n bytes at @s into a new string. */
 static int unescape(const char *s, size_t n, char **out)
 {
@@ -311,8 +301,8 @@ static int unescape(const char *s, size_t n, char **out)
 			free(d);
 			return -EINVAL;
 		}
-		hi = hexval(s[i + 1]);
-		lo = hexval(s[i + 2]);
+		hi = hex_value(s[i + 1]);
+		lo = hex_value(s[i + 2]);
 		if (hi < 0 || lo < 0) {
 			free(d);
 			return -EINVAL;

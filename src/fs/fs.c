@@ -53,6 +53,7 @@
 #include "s3cachefs/buf.h"
 #include "s3cachefs/fs.h"
 #include "s3cachefs/log.h"
+#include "s3cachefs/strutil.h"
 #include "s3cachefs/vfs.h"
 
 /* What statfs reports: 1 PiB of 4 KiB blocks, all free; 2^32 inodes. */
@@ -116,24 +117,6 @@ static void fs_log(enum fuse_log_level level, const char *fmt, va_list ap)
 
 /* ---- readahead of the mount's backing device ---- */
 
-/* Undo mountinfo's octal escapes (\040 for a space) in place. */
-static void unescape_mountinfo(char *s)
-{
-	char *out = s;
-
-	while (*s) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*out++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-					(s[3] - '0'));
-			s += 4;
-		} else {
-			*out++ = *s++;
-		}
-	}
-	*out = '\0';
-}
-
 /*
  * The mount on top of @mountpoint per /proc/self/mountinfo (the last line
  * for it): its device number and file system type (at most 63 bytes).
@@ -161,7 +144,7 @@ static int mountinfo_find(const char *mountpoint, unsigned *maj, unsigned *min,
 		sep = strstr(line, " - ");
 		if (!sep || sscanf(sep + 3, "%63s", t) != 1)
 			continue;
-		unescape_mountinfo(mp);
+		unescape_octal(mp);
 		if (strcmp(mp, mountpoint) != 0)
 			continue;
 		*maj = a;

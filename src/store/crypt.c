@@ -39,25 +39,14 @@
 /* the longest key file worth reading: 64 hex digits and "\r\n" */
 #define KEY_FILE_MAX (HEX_LEN + 2)
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* 64 hex digits at @s into @raw; false when any is not a hex digit. */
 static bool parse_hex_key(const char *s, unsigned char raw[CRYPT_KEY_LEN])
 {
 	int i, hi, lo;
 
 	for (i = 0; i < CRYPT_KEY_LEN; i++) {
-		hi = hex_digit(s[2 * i]);
-		lo = hex_digit(s[2 * i + 1]);
+		hi = hex_value(s[2 * i]);
+		lo = hex_value(s[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return false;
 		raw[i] = (unsigned char)(hi << 4 | lo);
