@@ -435,7 +435,7 @@ def test_rotate_key(ctl, mount, s3, bucket, s3rver, tmp_path):
 
     out = ok(ctl("-C", m.cache_dir, "-o", f"key_file={ka}", "rotate-key", "--new-key-file", kb))
     assert "4 chunks re-encrypted, 0 dropped" in out, out
-    # the new key reads the cache without a request; the old one finds nothing usable
+    # the new key reads the cache without a request
     m.remount(key_file=str(kb))
     s3rver.clear_log()
     assert read_file(m.path / "f") == data
