@@ -66,9 +66,10 @@ struct opt_def {
 	const char *def;	    /* default, parsed as input; NULL: none */
 	uint64_t min, max;	    /* size, duration, uint */
 	const char *const *choices; /* enum: NULL-terminated names */
-	const char *arg;	    /* string: placeholder shown by --help */
-	const char *group;	    /* --help heading */
-	const char *help;	    /* one line */
+	const char *arg;   /* string: placeholder shown by --help; enum: the
+			  * choices as --help sums them up (NULL: all) */
+	const char *group; /* --help heading */
+	const char *help;  /* one line */
 };
 
 /*
@@ -270,6 +271,7 @@ static const struct opt_def opt_table[] = {
 	  .help = "bytes per chunk: the unit fetched and cached" },
 	{ .name = "compress",
 	  O_ENUM(compress, compress_names),
+	  .arg = "none|zlib|zlib:1..9",
 	  .def = "none",
 	  .group = "cache",
 	  .help = "compress chunks on disk (zlib is level 6)" },
@@ -974,7 +976,11 @@ static void format_usage(const struct opt_def *d, char *out, size_t size)
 		snprintf(out, size, "%s=N", d->name);
 		break;
 	case OPT_ENUM:
-		format_choices(r, "|", choices, sizeof(choices));
+		/* a long list of choices may be summed up by the row */
+		if (r->arg)
+			snprintf(choices, sizeof(choices), "%s", r->arg);
+		else
+			format_choices(r, "|", choices, sizeof(choices));
 		snprintf(out, size, "%s=%s", d->name, choices);
 		break;
 	case OPT_ID:
