@@ -141,7 +141,7 @@ static void usage(FILE *f)
 		"max_age_ms,\n"
 		"  staged_files, hit_rate, hits, misses, admitted, evictions, "
 		"evicted_bytes,\n"
-		"  expired, corrupt, disk_errors, bytes_downloaded, "
+		"  expired, corrupt, wrong_key, disk_errors, bytes_downloaded, "
 		"bytes_uploaded, retries,\n"
 		"  errors, requests {head, get, put, list, copy, delete, "
 		"multipart, other}.\n"

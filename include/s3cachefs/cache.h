@@ -72,7 +72,8 @@ struct cache_stats {
 	uint64_t admitted;
 	uint64_t evicted;
 	uint64_t evicted_bytes;
-	uint64_t corrupt; /* chunks that failed their check */
+	uint64_t corrupt;   /* chunks that failed their check */
+	uint64_t wrong_key; /* chunks under another key (or none): dropped */
 	uint64_t disk_errors;
 	uint64_t expired;    /* of evicted: for cache_max_age */
 	uint64_t objects;    /* objects (key and ETag) with chunks */

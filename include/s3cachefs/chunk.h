@@ -26,7 +26,7 @@
  * block, so a small read still decrypts only the blocks it touches.  Such
  * a store serves only chunks sealed under its key, a store without a key
  * only plaintext ones: any other chunk is deleted, counted in wrong_key and
- * reported like a failed check (-EBADMSG), i.e. as a miss.  The on-disk
+ * reported as -ENOKEY: a miss, like a failed check, but not corruption.  The on-disk
  * formats are described in chunk.c.
  *
  * Files are written under a temporary name in the same shard ("NAME.tmp.
@@ -139,13 +139,14 @@ int chunk_write(struct chunk_store *cs, const char *name, const void *data,
  * CRC of every block read.  Returns the bytes copied (less than @len only at
  * the end of the chunk's data; 0 when @off is at or past it), -ENOENT when
  * there is no such file, -EBADMSG when it failed a check (the file was
- * deleted and counted), or another -errno for an I/O error.
+ * deleted and counted), -ENOKEY when it is under another key or none (the
+ * same), or another -errno for an I/O error.
  */
 ssize_t chunk_read(struct chunk_store *cs, const char *name, uint64_t off,
 		   void *out, size_t len);
 
 /* Data length recorded in chunk @name's header (header checked, and
- * authenticated when sealed). */
+ * authenticated when sealed).  Errors as chunk_read(). */
 int chunk_data_len(struct chunk_store *cs, const char *name, uint64_t *out);
 
 /*
@@ -154,8 +155,9 @@ int chunk_data_len(struct chunk_store *cs, const char *name, uint64_t *out);
  * chunk): same data, compressed or not as it was, through a temporary and
  * a rename.  For key rotation of an unmounted cache (crypt_rekey_cache).
  * 0 when rewritten; 1 when it already was as the store writes it (nothing
- * done); -EBADMSG when it is under neither key or fails a check (deleted,
- * counted as wrong_key or corrupt); -ENOENT; another -errno for I/O.
+ * done); -ENOKEY when it is under neither key, -EBADMSG when it fails a
+ * check (deleted, counted as wrong_key or corrupt); -ENOENT; another
+ * -errno for I/O.
  */
 int chunk_rekey(struct chunk_store *cs, const char *name,
 		const struct crypt_key *from);

@@ -1004,9 +1004,11 @@ ssize_t cache_read(struct cache *c, const char *name, uint64_t off, void *out,
 	e->pins--;
 	if (n >= 0) {
 		c->st.hits++;
-	} else if (n == -EBADMSG || n == -ENOENT) {
+	} else if (n == -EBADMSG || n == -ENOENT || n == -ENOKEY) {
 		if (n == -EBADMSG)
 			c->st.corrupt++;
+		else if (n == -ENOKEY)
+			c->st.wrong_key++;
 		c->st.misses++;
 		/* unless a writer replaced the file meanwhile, it is gone */
 		if (e->gen == gen && !e->writers && e->doom == DOOM_NONE)
@@ -1389,7 +1391,7 @@ static void gc_files_locked(struct cache *c, const struct str_list *files,
 			continue;
 		/* stored after the scan, or really gone? */
 		rc = chunk_data_len(c->cs, e->name, &len);
-		if (rc != -ENOENT && rc != -EBADMSG)
+		if (rc != -ENOENT && rc != -EBADMSG && rc != -ENOKEY)
 			continue;
 		entry_drop_locked(c, e, &b, false);
 		r->missing++;
@@ -1504,6 +1506,8 @@ static int verify_one(struct cache *c, const char *name, char **buf,
 	e->pins--;
 	if (rc == -EBADMSG)
 		c->st.corrupt++;
+	else if (rc == -ENOKEY)
+		c->st.wrong_key++;
 	if (rc < 0 && rc != -ENOMEM) {
 		/* unless a writer replaced the file meanwhile, it is bad */
 		if (e->gen == gen && !e->writers && e->doom == DOOM_NONE)

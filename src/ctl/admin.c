@@ -58,6 +58,7 @@ enum counter {
 	C_BYTES_UP,
 	C_RETRIES,
 	C_ERRORS,
+	C_WRONG_KEY,
 	C_REQ, /* S3_OP_COUNT of them: requests by kind */
 	NCOUNTERS = C_REQ + S3_OP_COUNT
 };
@@ -67,6 +68,7 @@ static const char *const counter_names[C_REQ] = {
 	"evictions",	  "evicted_bytes", "expired",
 	"corrupt",	  "disk_errors",   "bytes_downloaded",
 	"bytes_uploaded", "retries",	   "errors",
+	"wrong_key",
 };
 
 struct admin {
@@ -484,6 +486,7 @@ static void counters_now(struct admin *a, uint64_t v[NCOUNTERS])
 	v[C_BYTES_UP] = ss.bytes_up;
 	v[C_RETRIES] = ss.retries;
 	v[C_ERRORS] = ss.errors;
+	v[C_WRONG_KEY] = cs.wrong_key;
 	for (i = 0; i < S3_OP_COUNT; i++)
 		v[C_REQ + i] = ss.requests[i];
 }
@@ -645,9 +648,10 @@ static int cmd_stats(struct run *r)
 			   cs.max_age_ms);
 	if (rc == 0)
 		rc = emitf(r, ADMIN_OUT,
-			   "corrupt chunks:   %" PRIu64 " (disk errors %" PRIu64
-			   ")",
-			   v[C_CORRUPT], v[C_DISK_ERRORS]);
+			   "corrupt chunks:   %" PRIu64
+			   " (under another key %" PRIu64
+			   ", disk errors %" PRIu64 ")",
+			   v[C_CORRUPT], v[C_WRONG_KEY], v[C_DISK_ERRORS]);
 	if (rc == 0)
 		rc = emitf(r, ADMIN_OUT, "downloaded:       %" PRIu64 " bytes",
 			   v[C_BYTES_DOWN]);

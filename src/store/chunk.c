@@ -61,8 +61,8 @@
  * Keys.  A store with a key serves only version 2 files under that key's
  * id; a store without one serves only version 1.  Any other file (a
  * plaintext chunk under a key, a sealed one without a key or under another
- * key) is deleted, counted in wrong_key and reported as -EBADMSG, like a
- * failed check: to the cache it is a miss.
+ * key) is deleted, counted in wrong_key and reported as -ENOKEY: to the
+ * cache it is a miss, like a failed check, but not corruption.
  *
  * Invariants: a file under a chunk name was complete when renamed there;
  * a read returns data only after the header and the CRC (or tag) of every
@@ -724,7 +724,7 @@ static int corrupt(struct chunk_store *cs, const char *name,
 /*
  * A file that belongs to another key (or to none): delete it like corrupt()
  * does, but count it apart.  Said once per store at info level: after a
- * key change every old chunk goes this way.  Returns -EBADMSG.
+ * key change every old chunk goes this way.  Returns -ENOKEY.
  */
 static int wrong_key(struct chunk_store *cs, const char *name,
 		     const struct stat *st, const char *what)
@@ -743,7 +743,7 @@ static int wrong_key(struct chunk_store *cs, const char *name,
 			 name, what);
 	else
 		log_debug("chunk '%s' is %s; deleted", name, what);
-	return -EBADMSG;
+	return -ENOKEY;
 }
 
 /* Check the plaintext (version 1) header in @buf (@got bytes read). */

@@ -161,7 +161,7 @@ static int rekey_chunk(void *ctx, const char *name, uint64_t disk_bytes)
 		rk->st.chunks_done++;
 	else if (rc == 1)
 		rk->st.skipped++;
-	else if (rc == -EBADMSG)
+	else if (rc == -EBADMSG || rc == -ENOKEY)
 		rk->st.chunks_dropped++;
 	else if (rc != -ENOENT) {
 		log_error("cannot re-encrypt chunk '%s' in '%s/chunks': %s",

@@ -146,7 +146,9 @@ def test_wrong_key_or_no_key_over_an_encrypted_cache(mount, s3, bucket, s3rver, 
     assert len(gets(s3rver, bucket)) >= 3, "wrong key: every chunk must be fetched again"
     assert "encrypted with another key" in m.stderr_text(), m.stderr_text()[-2000:]
     assert files_with_plaintext(m.cache_dir, data) == []
-    m.unmount()
+    stats = m.unmount()
+    # counted as chunks of another key, not as corruption
+    assert stats["cache.wrong_key"] >= 3 and stats["cache.corrupt"] == 0, stats
 
     m.remount(encrypt=None, key_file=None)
     s3rver.clear_log()
