@@ -706,8 +706,10 @@ out:
  * A check failed: delete the file if @name still is @st (a writer may have
  * replaced it meanwhile), count and report it.  Returns -EBADMSG.
  */
-static int corrupt(struct chunk_store *cs, const char *name,
-		   const struct stat *st, const char *what)
+/* Delete chunk @name if it still is the file @st (a writer may have
+ * replaced it meanwhile). */
+static void unlink_if_same(struct chunk_store *cs, const char *name,
+			   const struct stat *st)
 {
 	char rel[CHUNK_NAME_LEN + 4];
 	struct stat now;
@@ -716,6 +718,12 @@ static int corrupt(struct chunk_store *cs, const char *name,
 	if (fstatat(cs->dirfd, rel, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    now.st_dev == st->st_dev && now.st_ino == st->st_ino)
 		unlinkat(cs->dirfd, rel, 0);
+}
+
+static int corrupt(struct chunk_store *cs, const char *name,
+		   const struct stat *st, const char *what)
+{
+	unlink_if_same(cs, name, st);
 	stat_inc(&cs->corrupt);
 	log_warn("chunk '%s' failed its check: %s; deleted", name, what);
 	return -EBADMSG;
@@ -729,13 +737,7 @@ static int corrupt(struct chunk_store *cs, const char *name,
 static int wrong_key(struct chunk_store *cs, const char *name,
 		     const struct stat *st, const char *what)
 {
-	char rel[CHUNK_NAME_LEN + 4];
-	struct stat now;
-
-	rel_path(name, rel);
-	if (fstatat(cs->dirfd, rel, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    now.st_dev == st->st_dev && now.st_ino == st->st_ino)
-		unlinkat(cs->dirfd, rel, 0);
+	unlink_if_same(cs, name, st);
 	stat_inc(&cs->wrong_key);
 	if (!atomic_exchange(&cs->told_key, true))
 		log_info("chunk '%s' is %s; deleted, as every such chunk will "
