@@ -19,7 +19,7 @@
 #   FIO_4K_IOS FIO_128K_IOS FIO_MAX_S  [500 200 60] random reads and their time cap
 #   OURS_OPTS    extra s3cachefs -o options (e.g. writeback=async)
 #   S3FS_OPTS RCLONE_OPTS  extra s3fs -o options, extra rclone arguments
-#   S3CACHEFS_BIN  use this binary instead of building build-bench (release)
+#   OURS_BIN  use this binary instead of building build-bench (release)
 #   WORK_DIR     [.bench] server data, dataset, caches, mount point, logs
 #   RESULTS_DIR  [tools/bench/results] where the table is written
 #   LABEL        [bench] suffix of the result file name
@@ -134,8 +134,8 @@ done
 [ -n "$py" ] || die "no python3 with boto3 (install python3-boto3)"
 bench() { "$py" "$here/s3bench.py" "$@"; }
 
-if [ -n "${S3CACHEFS_BIN:-}" ]; then
-    bin=$S3CACHEFS_BIN
+if [ -n "${OURS_BIN:-}" ]; then
+    bin=$OURS_BIN
 else
     build build-bench --buildtype=release
     bin=$repo_root/build-bench/src/s3cachefs
@@ -220,10 +220,12 @@ mount_fs() {
             >>"$log" 2>&1 </dev/null &
         ;;
     rclone)
-        printf '[bench]\ntype = s3\nprovider = Other\nenv_auth = true\nregion = us-east-1\nendpoint = %s\nforce_path_style = true\n' \
-            "$BENCH_ENDPOINT" >"$WORK_DIR/rclone.conf"
+        printf '[bench]\ntype = s3\nprovider = Other\naccess_key_id = %s\nsecret_access_key = %s\nregion = us-east-1\nendpoint = %s\nforce_path_style = true\n' \
+            "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" "$BENCH_ENDPOINT" >"$WORK_DIR/rclone.conf"
+        # The endpoint is plain http; rclone's AWS SDK refuses to start
+        # when AWS_CA_BUNDLE is set.
         # shellcheck disable=SC2086 # RCLONE_OPTS is a list of words
-        rclone mount "bench:$BENCH_BUCKET" "$mnt" --config "$WORK_DIR/rclone.conf" \
+        env -u AWS_CA_BUNDLE rclone mount "bench:$BENCH_BUCKET" "$mnt" --config "$WORK_DIR/rclone.conf" \
             --cache-dir "$cache" --vfs-cache-mode full ${RCLONE_OPTS:-} \
             >>"$log" 2>&1 </dev/null &
         ;;
