@@ -277,6 +277,7 @@ wl_seq() {
         drop_caches
         server_files big.bin
         record limit raw_seq4 bench raw seq4
+        record limit raw_seq1 bench raw seq1
         drop_caches
         record limit local_seq fio_run seq "$local_dir/big.bin" bw
         return

@@ -397,6 +397,8 @@ def report(tsv):
         if all(c == "–" for c in cells):
             continue
         limtext = f"{fmt(lim)} {llabel}" if lim is not None else "–"
+        if lrow == "raw_seq4" and ("limit", "raw_seq1") in med:
+            limtext += f" (1 stream: {fmt(med[('limit', 'raw_seq1')])})"
         out.append(f"| {label} | {unit} | {limtext} | " + " | ".join(cells) + " |")
     out.append("| peak RSS of the daemon | MiB | – | " + " | ".join(
         fmt(med[(s, "rss_kib")] / 1024) if (s, "rss_kib") in med else "–" for s in systems) + " |")
