@@ -183,7 +183,9 @@ def test_cap_holds_while_reading_three_times_its_size(mount, s3, bucket, read_op
     assert stats["cache.cap"] == cap and stats["cache.used"] <= cap, stats
     assert stats["cache.evicted"] > 0, stats
     # the peak resident size the daemon reports is the kernel's own figure
-    assert stats["proc.peak_rss_kib"] >= hwm > 1024, (stats, hwm)
+    # (not pytest's, say), give or take the kernel's per-cpu RSS counter slack
+    peak = stats["proc.peak_rss_kib"]
+    assert hwm - 1024 <= peak < hwm + 64 * 1024, f"peak_rss_kib {peak}, VmHWM {hwm} KiB before unmount"
 
 
 # ---- damaged caches -------------------------------------------------------------------------
