@@ -10,10 +10,18 @@
  *
  * Durability.  The row is written (and its chunk bitmap updated) before a
  * write that starts a new chunk returns, so after a crash every
- * acknowledged byte is found again: wb_open() loads the rows and a
- * background thread uploads them.  wb_flush() uploads and returns the
+ * acknowledged byte is found again: wb_open() loads the rows and the
+ * uploader threads upload them.  wb_flush() uploads and returns the
  * upload's error; a file whose upload failed stays staged and is retried
- * by the thread with a growing delay, never dropped.
+ * by the threads with a growing delay, never dropped.
+ *
+ * Background uploads.  A dirty file nobody holds (its last wb_put) is
+ * uploaded by one of conf->uploaders threads, several files at once, so a
+ * layer above that does not call wb_flush() at close (writeback=async)
+ * gets its files uploaded in parallel.  wb_discard() waits for an upload
+ * of the file in flight, so a DELETE after it is the last word.
+ * wb_close() lets the threads upload every file that is due, then tries
+ * once more the ones waiting for a retry.
  *
  * Upload.  One PUT, or a multipart upload of parallel parts above the
  * client's threshold; when a large file still has whole parts of its base
@@ -105,6 +113,7 @@ struct wb_conf {
 	uint64_t multipart_threshold; /* one PUT up to this size */
 	uint64_t meta_ttl_ms;	      /* uploaded objects' rows trusted */
 	uint32_t retry_max_ms;	      /* longest delay between retries */
+	unsigned uploaders; /* background upload threads, 1..64; 0: 1 */
 	/* NULL: plain staging files; else sealed with it (borrowed: it must
 	 * outlive the wb) */
 	const struct crypt_key *key;

@@ -52,6 +52,7 @@
 #define RETRY_MIN_MS 1000
 #define PART_COPY_MIN (5ull << 20) /* S3's smallest part but the last */
 #define MAX_PARTS 10000u
+#define MAX_UPLOADERS 64u
 
 struct wb_file {
 	struct wb_file *next; /* hash chain, w->lock */
@@ -85,8 +86,8 @@ struct wb {
 	pthread_cond_t wake;
 	struct wb_file *table[TABLE_SIZE]; /* lock */
 	bool stopping;			   /* lock */
-	pthread_t thread;
-	bool have_thread;
+	pthread_t threads[MAX_UPLOADERS];
+	unsigned n_threads;
 	struct wb_stats stats; /* atomics */
 };
 
@@ -648,6 +649,9 @@ void wb_stat(struct wb *w, struct wb_file *f, struct wb_stat *out)
 
 void wb_discard(struct wb *w, struct wb_file *f)
 {
+	/* an upload in flight ends first, so the caller's DELETE comes after
+	 * it and nothing it sent resurrects the key */
+	pthread_mutex_lock(&f->up);
 	pthread_mutex_lock(&w->lock);
 	pthread_mutex_lock(&f->lock);
 	f->discarded = true;
@@ -656,6 +660,7 @@ void wb_discard(struct wb *w, struct wb_file *f)
 	drop_staging_locked(w, f);
 	pthread_mutex_unlock(&f->lock);
 	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&f->up);
 }
 
 /* ---- upload ---- */
@@ -1246,6 +1251,11 @@ static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms)
 	return NULL;
 }
 
+/*
+ * One of the uploader threads.  While stopping, it goes on while a file is
+ * due now and ends when none is: wb_close() then tries the ones waiting
+ * for a retry once more itself.
+ */
 static void *uploader_main(void *arg)
 {
 	struct wb *w = arg;
@@ -1253,7 +1263,7 @@ static void *uploader_main(void *arg)
 	int64_t wait_ms;
 
 	pthread_mutex_lock(&w->lock);
-	while (!w->stopping) {
+	for (;;) {
 		f = next_due_locked(w, &wait_ms);
 		if (f) {
 			pthread_mutex_unlock(&w->lock);
@@ -1262,6 +1272,8 @@ static void *uploader_main(void *arg)
 			pthread_mutex_lock(&w->lock);
 			continue;
 		}
+		if (w->stopping)
+			break;
 		{
 			struct timespec ts;
 
@@ -1547,6 +1559,7 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 {
 	struct load_ctx lc = { 0 };
 	struct wb *w;
+	unsigned i, n;
 	int rc;
 
 	if (!conf->dir || !conf->fill || conf->chunk_size == 0 ||
@@ -1585,11 +1598,18 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 		goto fail;
 	remove_strays(w);
 	abort_leftovers(w);
-	if (pthread_create(&w->thread, NULL, uploader_main, w)) {
+	n = conf->uploaders ? conf->uploaders : 1;
+	if (n > MAX_UPLOADERS)
+		n = MAX_UPLOADERS;
+	for (i = 0; i < n; i++) {
+		if (pthread_create(&w->threads[i], NULL, uploader_main, w))
+			break;
+		w->n_threads++;
+	}
+	if (w->n_threads == 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	w->have_thread = true;
 	*out = w;
 	return 0;
 fail:
@@ -1608,9 +1628,10 @@ void wb_close(struct wb *w)
 	w->stopping = true;
 	pthread_cond_broadcast(&w->wake);
 	pthread_mutex_unlock(&w->lock);
-	if (w->have_thread)
-		pthread_join(w->thread, NULL);
-	/* one more try for what is pending, then leave it staged */
+	/* the threads upload every file due now, then end */
+	for (i = 0; i < w->n_threads; i++)
+		pthread_join(w->threads[i], NULL);
+	/* one more try for what waits for a retry, then leave it staged */
 	for (i = 0; i < TABLE_SIZE; i++) {
 		for (f = w->table[i]; f; f = next) {
 			next = f->next;

@@ -754,8 +754,12 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
+	struct fs *f = fuse_req_userdata(req);
+
+	(void)ino;
 	(void)datasync;
-	op_flush(req, ino, fi);
+	fuse_reply_err(
+		req, -vfs_fsync(f->vfs, (struct vfs_file *)(uintptr_t)fi->fh));
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
