@@ -23,6 +23,13 @@
  * wb_close() lets the threads upload every file that is due, then tries
  * once more the ones waiting for a retry.
  *
+ * Streaming.  A new file written from its start sends each whole part
+ * (part_size) on a thread of its own while the writer goes on (one part
+ * in flight per file, read from the plain staging file), and its upload
+ * at flush sends only the rest.  A change of what was sent drops those
+ * parts (aborted) and the upload is made the usual way.  The object's
+ * x-amz-meta-mtime is then the mtime when its first part went.
+ *
  * Upload.  One PUT, or a multipart upload of parallel parts above the
  * client's threshold; when a large file still has whole parts of its base
  * untouched, those parts are copied server-side (UploadPartCopy from the
@@ -213,6 +220,7 @@ struct wb_stats {
 	uint64_t upload_failures;
 	uint64_t bytes_uploaded;
 	uint64_t parts_copied; /* UploadPartCopy parts */
+	uint64_t streamed;     /* uploads begun while the file was written */
 	uint64_t resumed;      /* files found staged at start */
 	uint64_t pending;      /* files staged now */
 };

@@ -256,3 +256,58 @@ def test_sync_mode_close_waits(mount, s3, bucket, gate):
     joined(t, out, "close")
     assert s3_body(s3, bucket, "s") == data
     m.unmount()
+
+
+# ---- parts sent while a big file is written ---------------------------------------------------
+
+def part_puts(proxy, key):
+    return [t for m, t, _ in list(proxy.log)
+            if m == "PUT" and t.split("?")[0].endswith("/" + key) and "partNumber=" in t]
+
+
+@pytest.mark.parametrize("writeback", ["sync", "async"])
+def test_big_file_parts_go_before_close(mount, s3, bucket, proxy, writeback):
+    m = mount(bucket, endpoint=proxy.endpoint, writeback=writeback, part_size="5M", chunk_size="1M",
+              multipart_threshold="8M")
+    MiB = 1 << 20
+    data = rand_bytes(23 * MiB + 12345, "stream")
+    fd = os.open(m.path / "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for off in range(0, 15 * MiB, MiB):
+            assert os.pwrite(fd, data[off:off + MiB], off) == MiB
+        # still open: the first parts are on their way already
+        wait_for(lambda: len(part_puts(proxy, "big")) >= 1, WAIT, "a part sent before close")
+        for off in range(15 * MiB, len(data), MiB):
+            chunk = data[off:off + MiB]
+            assert os.pwrite(fd, chunk, off) == len(chunk)
+    finally:
+        os.close(fd)
+    if writeback == "async":
+        m.unmount()
+    assert s3_body(s3, bucket, "big") == data
+    # 5 parts of 5 MiB, each sent once, no single PUT of the whole
+    targets = part_puts(proxy, "big")
+    assert len(targets) == 5, targets
+    assert sorted(int(t.split("partNumber=")[1].split("&")[0]) for t in targets) == [1, 2, 3, 4, 5]
+    if writeback == "sync":
+        m.unmount()
+
+
+def test_big_file_rewritten_start_is_uploaded_whole(mount, s3, bucket, proxy):
+    """Overwriting a part already sent drops the parts: the object is still exact."""
+    m = mount(bucket, endpoint=proxy.endpoint, part_size="5M", chunk_size="1M", multipart_threshold="8M")
+    MiB = 1 << 20
+    data = bytearray(rand_bytes(16 * MiB, "restream"))
+    fd = os.open(m.path / "re", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        assert os.pwrite(fd, bytes(data), 0) == len(data)
+        wait_for(lambda: len(part_puts(proxy, "re")) >= 1, WAIT, "a part sent before close")
+        patch = rand_bytes(1000, "patch")
+        data[100:1100] = patch
+        assert os.pwrite(fd, patch, 100) == len(patch)
+    finally:
+        os.close(fd)
+    assert s3_body(s3, bucket, "re") == bytes(data)
+    aborts = [t for meth, t, _ in list(proxy.log) if meth == "DELETE" and "uploadId=" in t]
+    assert aborts, "the parts sent before the change were not aborted"
+    m.unmount()
