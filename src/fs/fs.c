@@ -234,7 +234,7 @@ static void attr_to_stat(const struct fs *f, const struct vfs_attr *a,
 	st->st_uid = a->mode ? a->uid : f->conf.uid;
 	st->st_gid = a->mode ? a->gid : f->conf.gid;
 	st->st_size = (off_t)a->size;
-	st->st_blksize = STATFS_BSIZE;
+	st->st_blksize = FS_MAX_IO; /* cp and friends write 1 MiB at a time */
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 	st->st_atim.tv_sec = (time_t)a->mtime;
 	st->st_mtim.tv_sec = (time_t)a->mtime;
