@@ -23,8 +23,8 @@
  * wb_close() lets the threads upload every file that is due, then tries
  * once more the ones waiting for a retry.
  *
- * Streaming.  A new file written from its start sends each whole part
- * (part_size) on a thread of its own while the writer goes on (one part
+ * Streaming.  A new file written from its start, once bigger than
+ * multipart_threshold, sends each whole part (part_size) on a thread of its own while the writer goes on (one part
  * in flight per file, read from the plain staging file), and its upload
  * at flush sends only the rest.  A change of what was sent drops those
  * parts (aborted) and the upload is made the usual way.  The object's

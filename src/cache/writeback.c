@@ -777,8 +777,10 @@ struct snapshot {
 
 /*
  * A new file written from its start is sent part by part while it grows:
- * once it holds a whole part (part_size) and STREAM_SLACK beyond the parts
- * already sent, the next part goes out on a thread of its own, one at a
+ * once it is bigger than multipart_threshold (so that it is a multipart
+ * upload anyway: completing one costs the server a copy of the object,
+ * which a single PUT does not) and holds a whole part (part_size) and
+ * STREAM_SLACK beyond the parts already sent, the next part goes out on a thread of its own, one at a
  * time per file, read from the plain staging file (never sealed ones).
  * upload() then sends only the rest, in parallel, and completes.  A write,
  * truncate, rename or attribute change that touches what was sent marks
@@ -873,7 +875,9 @@ static void stream_more(struct wb *w, struct wb_file *f)
 	fd = f->sf ? seal_plain_fd(f->sf) : -1;
 	start = (uint64_t)f->st.n_sent * part;
 	if (f->st.busy || f->st.broken || f->st.rc || f->discarded ||
-	    f->row.base_etag || fd < 0 || f->size < start + part + STREAM_SLACK)
+	    f->row.base_etag || fd < 0 ||
+	    f->size < start + part + STREAM_SLACK ||
+	    f->size <= w->conf.multipart_threshold + STREAM_SLACK)
 		goto out;
 	if (f->st.n_sent + 1 >= MAX_PARTS) {
 		f->st.broken = true;
