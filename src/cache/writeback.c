@@ -1918,6 +1918,7 @@ fail:
 void wb_close(struct wb *w)
 {
 	struct wb_file *f, *next;
+	uint64_t pending;
 	size_t i;
 
 	if (!w)
@@ -1926,6 +1927,11 @@ void wb_close(struct wb *w)
 	w->stopping = true;
 	pthread_cond_broadcast(&w->wake);
 	pthread_mutex_unlock(&w->lock);
+	pending = __atomic_load_n(&w->stats.pending, __ATOMIC_RELAXED);
+	if (pending)
+		log_info("writeback: %llu staged files: uploading them before "
+			 "the end",
+			 (unsigned long long)pending);
 	/* the threads upload every file due now, then end */
 	for (i = 0; i < w->n_threads; i++)
 		pthread_join(w->threads[i], NULL);

@@ -8,6 +8,7 @@ the bucket is checked with boto3.
 """
 
 import os
+import signal
 import threading
 
 import pytest
@@ -311,3 +312,18 @@ def test_big_file_rewritten_start_is_uploaded_whole(mount, s3, bucket, proxy):
     aborts = [t for meth, t, _ in list(proxy.log) if meth == "DELETE" and "uploadId=" in t]
     assert aborts, "the parts sent before the change were not aborted"
     m.unmount()
+
+
+def test_sigterm_waits_for_every_upload(mount, s3, bucket, gate):
+    m = mount(bucket, endpoint=gate.endpoint, writeback="async")
+    files = {f"t{i}": rand_bytes(30_000 + i, f"term-{i}") for i in range(4)}
+    gate.close_gate()
+    for k, v in files.items():
+        write_file(m.path / k, v)
+    wait_for(lambda: gate.inflight >= 1, WAIT, "an upload to start")
+    m.proc.send_signal(signal.SIGTERM)
+    gate.open_gate()
+    m.wait_exit()
+    for k, v in files.items():
+        assert s3_body(s3, bucket, k) == v, f"{k!r} not uploaded when the daemon exited"
+    assert staging_files(m) == []
