@@ -36,8 +36,11 @@
  * base version, with If-Match) instead of downloaded and sent again.  Every
  * upload carries the attributes as s3fs stores them (x-amz-meta-mode,
  * -uid, -gid, -mtime).  Once uploaded, the object's row and its parent's
- * listing are updated, the staged chunks enter the cache under the new
- * ETag, and @done tells the layer above.
+ * listing are updated, @done tells the layer above, and an uploader thread
+ * then copies the staged chunks into the cache under the new ETag (the
+ * file stays staged, and read from its staging file, until it has; a
+ * change before that drops the copy), so that a close does not wait for
+ * it.
  *
  * Encryption at rest.  With conf->key every staging file is a sealed file
  * (store/sealfile.h) named "ID.sealed", ID the staged row's id, which is

@@ -90,6 +90,10 @@ struct wb_file {
 		struct wb_attrs attrs; /* sent with the upload's creation */
 	} st;
 	pthread_cond_t stream_cv; /* with lock: st.busy went false */
+	/* an upload's chunks still to copy into the cache, by a thread,
+	 * under lock: due while cache_etag is set */
+	char *cache_etag;
+	uint64_t cache_gen, cache_size;
 };
 
 struct wb {
@@ -224,6 +228,7 @@ static void file_free(struct wb_file *f)
 	free(f->st.etags);
 	free(f->st.upload_id);
 	free(f->st.key);
+	free(f->cache_etag);
 	pthread_cond_destroy(&f->stream_cv);
 	seal_close(f->sf);
 	seal_close(f->old_sf);
@@ -480,7 +485,8 @@ void wb_put(struct wb *w, struct wb_file *f)
 	pthread_mutex_lock(&w->lock);
 	if (--f->refs == 0) {
 		pthread_mutex_lock(&f->lock);
-		if (f->discarded || f->gen == f->clean_gen) {
+		if (f->discarded ||
+		    (f->gen == f->clean_gen && !f->cache_etag)) {
 			table_remove_locked(w, f);
 			drop_staging_locked(w, f);
 			gone = true;
@@ -1264,6 +1270,7 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 	char *etag = NULL;
 	bool copies = false;
 	uint64_t cs = w->conf.chunk_size, c;
+	int64_t t_start = now_ms();
 	int rc = 0;
 
 	pthread_mutex_lock(&f->up);
@@ -1345,10 +1352,15 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 	}
 	STAT_ADD(w, uploads, 1);
 	STAT_ADD(w, bytes_uploaded, sn.size);
-	log_debug("writeback: uploaded '%s' (%llu bytes)", sn.key,
-		  (unsigned long long)sn.size);
-	cache_uploaded(w, f, &sn, etag);
+	log_debug("writeback: uploaded '%s' (%llu bytes) in %lld ms", sn.key,
+		  (unsigned long long)sn.size, (long long)(now_ms() - t_start));
 	pthread_mutex_lock(&f->lock);
+	/* its chunks go into the cache on an uploader thread, after the
+	 * caller (a close) has its answer */
+	free(f->cache_etag);
+	f->cache_etag = strdup(etag);
+	f->cache_gen = sn.gen;
+	f->cache_size = sn.size;
 	/* what was sent is now the base of what stays staged */
 	if (set_upload_id(f, NULL) == 0) {
 		free(f->row.base_etag);
@@ -1516,9 +1528,42 @@ void wb_get_stats(struct wb *w, struct wb_stats *out)
 
 /* ---- the background uploader ---- */
 
-/* A pending file nobody holds open whose retry time has come, with a
- * reference; or NULL and *wait_ms until the next one is due. */
-static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms)
+/*
+ * Copy the chunks of @f's last upload into the cache, unless @f changed
+ * since (its staging file no longer holds that version).  f->io taken.
+ */
+static void cache_job(struct wb *w, struct wb_file *f)
+{
+	struct snapshot sn = { 0 };
+	char *etag = NULL;
+	int64_t t = now_ms();
+
+	pthread_rwlock_rdlock(&f->io);
+	pthread_mutex_lock(&f->lock);
+	if (f->cache_etag && !f->discarded && f->gen == f->cache_gen &&
+	    (sn.key = strdup(f->row.key))) {
+		etag = f->cache_etag;
+		f->cache_etag = NULL;
+		sn.size = f->cache_size;
+	}
+	free(f->cache_etag);
+	f->cache_etag = NULL;
+	pthread_mutex_unlock(&f->lock);
+	if (etag) {
+		cache_uploaded(w, f, &sn, etag);
+		log_debug("writeback: '%s' put in the cache in %lld ms", sn.key,
+			  (long long)(now_ms() - t));
+	}
+	pthread_rwlock_unlock(&f->io);
+	free(etag);
+	free(sn.key);
+}
+
+/* A pending file nobody holds open whose retry time has come, or one with
+ * chunks to cache (*cache set), with a reference; or NULL and *wait_ms
+ * until the next one is due. */
+static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms,
+				       bool *cache)
 {
 	int64_t t = now_ms(), soonest = INT64_MAX;
 	struct wb_file *f;
@@ -1533,8 +1578,13 @@ static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms)
 				continue;
 			pthread_mutex_lock(&f->lock);
 			dirty = f->gen != f->clean_gen && !f->discarded;
+			*cache = !dirty && f->cache_etag && !f->discarded;
 			at = f->retry_at_ms;
 			pthread_mutex_unlock(&f->lock);
+			if (*cache) {
+				f->refs++;
+				return f;
+			}
 			if (!dirty)
 				continue;
 			if (at <= t) {
@@ -1559,13 +1609,17 @@ static void *uploader_main(void *arg)
 	struct wb *w = arg;
 	struct wb_file *f;
 	int64_t wait_ms;
+	bool cache;
 
 	pthread_mutex_lock(&w->lock);
 	for (;;) {
-		f = next_due_locked(w, &wait_ms);
+		f = next_due_locked(w, &wait_ms, &cache);
 		if (f) {
 			pthread_mutex_unlock(&w->lock);
-			upload(w, f, false);
+			if (cache)
+				cache_job(w, f);
+			else
+				upload(w, f, false);
 			wb_put(w, f);
 			pthread_mutex_lock(&w->lock);
 			continue;
