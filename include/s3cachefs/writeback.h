@@ -24,8 +24,9 @@
  * once more the ones waiting for a retry.
  *
  * Streaming.  A new file written from its start, once bigger than
- * multipart_threshold, sends each whole part (part_size) on a thread of its own while the writer goes on (one part
- * in flight per file, read from the plain staging file), and its upload
+ * multipart_threshold, sends each whole part (part_size) on a thread of
+ * its own while the writer goes on (at most 4 parts in flight per file,
+ * read from the plain staging file), and its upload
  * at flush sends only the rest.  A change of what was sent drops those
  * parts (aborted) and the upload is made the usual way.  The object's
  * x-amz-meta-mtime is then the mtime when its first part went.

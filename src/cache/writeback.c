@@ -56,6 +56,7 @@
 /* a part is sent once the file holds this much past it, so that writes a
  * multithreaded FUSE loop hands over out of order land before it goes */
 #define STREAM_SLACK (4ull << 20)
+#define STREAM_INFLIGHT 4u /* parts of one file sent at once while written */
 
 struct wb_file {
 	struct wb_file *next; /* hash chain, w->lock */
@@ -83,13 +84,13 @@ struct wb_file {
 		char **etags;	 /* one per part started */
 		unsigned cap;
 		unsigned n_sent;       /* parts 1..n_sent started, in order */
-		bool busy;	       /* a part's thread runs (stream_cv) */
+		unsigned busy;	       /* parts' threads running (stream_cv) */
 		bool broken;	       /* a change hit a sent part: not used */
 		int rc;		       /* a part's failure */
 		char *key;	       /* the key the upload is for */
 		struct wb_attrs attrs; /* sent with the upload's creation */
 	} st;
-	pthread_cond_t stream_cv; /* with lock: st.busy went false */
+	pthread_cond_t stream_cv; /* with lock: st.busy went down */
 	/* an upload's chunks still to copy into the cache, by a thread,
 	 * under lock: due while cache_etag is set */
 	char *cache_etag;
@@ -786,8 +787,10 @@ struct snapshot {
  * once it is bigger than multipart_threshold (so that it is a multipart
  * upload anyway: completing one costs the server a copy of the object,
  * which a single PUT does not) and holds a whole part (part_size) and
- * STREAM_SLACK beyond the parts already sent, the next part goes out on a thread of its own, one at a
- * time per file, read from the plain staging file (never sealed ones).
+ * STREAM_SLACK beyond the parts already sent, the next part goes out on
+ * a thread of its own, STREAM_INFLIGHT at most at once per file, read
+ * from the plain staging file (never sealed ones); part 1's thread makes
+ * the upload, the others start once its id is known.
  * upload() then sends only the rest, in parallel, and completes.  A write,
  * truncate, rename or attribute change that touches what was sent marks
  * the stream broken: it is aborted and the file uploaded the usual way.
@@ -857,7 +860,7 @@ static void *stream_main(void *arg)
 	} else {
 		f->st.rc = rc;
 	}
-	f->st.busy = false;
+	f->st.busy--;
 	pthread_cond_broadcast(&f->stream_cv);
 	/* f may be freed once this unlock lets a waiter in: no more use */
 	pthread_mutex_unlock(&f->lock);
@@ -868,41 +871,45 @@ static void *stream_main(void *arg)
 	return NULL;
 }
 
-/* Start the next part of @f when it is ready (takes f->lock). */
-static void stream_more(struct wb *w, struct wb_file *f)
+/* Start the next part of @f when it is ready; false when none was. */
+static bool stream_one_locked(struct wb *w, struct wb_file *f)
 {
 	uint64_t part = w->conf.part_size, start;
 	struct stream_job *j = NULL;
 	pthread_attr_t attr;
 	pthread_t t;
+	bool started = false;
 	int fd;
 
-	pthread_mutex_lock(&f->lock);
 	fd = f->sf ? seal_plain_fd(f->sf) : -1;
 	start = (uint64_t)f->st.n_sent * part;
-	if (f->st.busy || f->st.broken || f->st.rc || f->discarded ||
-	    f->row.base_etag || fd < 0 ||
+	/* part 1's thread creates the upload: the others wait for its id */
+	if (f->st.busy >= STREAM_INFLIGHT ||
+	    (f->st.n_sent > 0 && !f->st.upload_id) || f->st.broken ||
+	    f->st.rc || f->discarded || f->row.base_etag || fd < 0 ||
 	    f->size < start + part + STREAM_SLACK ||
 	    f->size <= w->conf.multipart_threshold + STREAM_SLACK)
-		goto out;
+		return false;
 	if (f->st.n_sent + 1 >= MAX_PARTS) {
 		f->st.broken = true;
-		goto out;
+		return false;
 	}
 	if (f->st.n_sent == f->st.cap) {
 		unsigned cap = f->st.cap ? f->st.cap * 2 : 16;
 		char **v = realloc(f->st.etags, cap * sizeof(*v));
 
 		if (!v)
-			goto out;
+			return false;
 		f->st.etags = v;
 		f->st.cap = cap;
 	}
 	if (!f->st.key && !(f->st.key = strdup(f->row.key)))
-		goto out;
+		return false;
 	j = calloc(1, sizeof(*j));
-	if (!j || !(j->key = strdup(f->st.key)))
-		goto out;
+	if (!j || !(j->key = strdup(f->st.key))) {
+		free(j);
+		return false;
+	}
 	if (f->st.n_sent == 0)
 		attrs_now_locked(f, &f->st.attrs);
 	j->w = w;
@@ -916,15 +923,24 @@ static void stream_more(struct wb *w, struct wb_file *f)
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, stream_main, j) == 0) {
 		f->st.n_sent++;
-		f->st.busy = true;
+		f->st.busy++;
+		started = true;
 		j = NULL;
 	}
 	pthread_attr_destroy(&attr);
-out:
-	pthread_mutex_unlock(&f->lock);
 	if (j)
 		free(j->key);
 	free(j);
+	return started;
+}
+
+/* Start the parts of @f that are ready, STREAM_INFLIGHT at most at once. */
+static void stream_more(struct wb *w, struct wb_file *f)
+{
+	pthread_mutex_lock(&f->lock);
+	while (stream_one_locked(w, f))
+		;
+	pthread_mutex_unlock(&f->lock);
 }
 
 /* Take @f's stream out of it, once no part's thread runs. */
