@@ -1068,6 +1068,8 @@ static int open_stores(struct app *app)
 	vc.cache_dir = app->cache_dir;
 	vc.part_size = app->o.part_size;
 	vc.multipart_threshold = app->o.multipart_threshold;
+	vc.writeback_async = app->o.writeback == OPT_WRITEBACK_ASYNC;
+	vc.uploaders = (unsigned)app->o.uploads;
 	vc.ro = app->o.ro;
 	vc.uid = app->o.uid >= 0 ? (uint32_t)app->o.uid : getuid();
 	vc.gid = app->o.gid >= 0 ? (uint32_t)app->o.gid : getgid();

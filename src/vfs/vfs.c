@@ -2097,6 +2097,7 @@ int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
 					? conf->multipart_threshold
 					: (64u << 20),
 			.meta_ttl_ms = conf->meta_ttl_ms,
+			.uploaders = conf->uploaders,
 			.key = conf->key,
 			.fill = fill_base,
 			.done = on_uploaded,
@@ -2480,6 +2481,13 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf,
 }
 
 int vfs_flush(struct vfs *v, struct vfs_file *f)
+{
+	if (!f->wb || v->conf.writeback_async)
+		return 0;
+	return to_user_errno(wb_flush(v->wb, f->wb));
+}
+
+int vfs_fsync(struct vfs *v, struct vfs_file *f)
 {
 	if (!f->wb)
 		return 0;
