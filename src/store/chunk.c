@@ -94,6 +94,7 @@
 #include <zlib.h>
 
 #include "s3cachefs/chunk.h"
+#include "s3cachefs/crc32.h"
 #include "s3cachefs/crypt.h"
 #include "s3cachefs/fileio.h"
 #include "s3cachefs/log.h"
@@ -196,7 +197,7 @@ static uint64_t get_le64(const unsigned char *p)
 
 static uint32_t crc32_of(const void *p, size_t n)
 {
-	return (uint32_t)crc32_z(crc32(0L, Z_NULL, 0), p, n);
+	return crc32_update(0, p, n);
 }
 
 static uint64_t ceil_blocks(uint64_t len)
