@@ -113,8 +113,9 @@ struct vfs_file {
 	char *key;
 	char *etag;
 	uint64_t size;
-	struct wb_file *wb;    /* staged: reads and writes go through it */
-	int flags;	       /* of the open */
+	struct wb_file *wb; /* staged: reads and writes go through it */
+	int flags;	    /* of the open */
+	bool attrs_moved; /* the open may have changed what the kernel knows */
 	pthread_mutex_t lock;  /* guards the readahead state below */
 	uint64_t next_off;     /* end of the reads so far */
 	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
@@ -1419,6 +1420,7 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	if (f->wb) {
 		/* what the kernel cached may predate the staged changes */
 		*keep_cache = false;
+		f->attrs_moved = true;
 		pthread_mutex_lock(&v->lock);
 		LIST_LINK(v->files, f);
 		pthread_mutex_unlock(&v->lock);
@@ -1439,6 +1441,8 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0) {
+		/* the size the kernel holds may be older than what S3 says */
+		f->attrs_moved = true;
 		rc = revalidate(v, ino, f->key,
 				v->conf.validate == VFS_VALIDATE_ALWAYS);
 		if (rc < 0)
@@ -1472,6 +1476,11 @@ out:
 	}
 	*out = f;
 	return 0;
+}
+
+bool vfs_file_attrs_moved(const struct vfs_file *f)
+{
+	return f->attrs_moved;
 }
 
 /* How @f's reads were served, for its node's vfs_cache_info(). */
