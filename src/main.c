@@ -66,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -1187,9 +1188,11 @@ static void log_stats(struct app *app)
 	struct vfs_stats vs = { 0 };
 	struct cache_stats cs = { 0 };
 	struct s3_stats ss = { 0 };
+	struct rusage ru = { 0 };
 
 	if (!log_enabled(LOG_LVL_INFO))
 		return;
+	getrusage(RUSAGE_SELF, &ru); /* ru_maxrss: peak resident KiB */
 	if (app->vfs)
 		vfs_get_stats(app->vfs, &vs);
 	if (app->cache)
@@ -1204,13 +1207,13 @@ static void log_stats(struct app *app)
 		 " evicted=%" PRIu64 " corrupt=%" PRIu64 " wrong_key=%" PRIu64
 		 " disk_errors=%" PRIu64 " opens=%" PRIu64 "; s3 get=%" PRIu64
 		 " head=%" PRIu64 " list=%" PRIu64 " retries=%" PRIu64
-		 " errors=%" PRIu64,
+		 " errors=%" PRIu64 "; proc peak_rss_kib=%ld",
 		 vs.reads, vs.bytes_read, vs.chunk_hits, vs.chunk_fetches,
 		 vs.prefetches, vs.stale, vs.cache_bypass, cs.used_bytes,
 		 cs.cap_bytes, cs.chunks, cs.hits, cs.misses, cs.admitted,
 		 cs.evicted, cs.corrupt, cs.wrong_key, cs.disk_errors,
 		 cs.file_opens, ss.requests[S3_OP_GET], ss.requests[S3_OP_HEAD],
-		 ss.requests[S3_OP_LIST], ss.retries, ss.errors);
+		 ss.requests[S3_OP_LIST], ss.retries, ss.errors, ru.ru_maxrss);
 }
 
 /* Build everything, serve, and say how it went: the exit status. */
