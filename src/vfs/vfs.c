@@ -10,7 +10,8 @@
  * is created at start and never freed.
  *
  * Where answers come from, in order: the node's own attributes while fresh;
- * the metadata store (listings, objects, negative entries) while fresh; S3
+ * the metadata store (listings, objects, negative entries, and for a
+ * folder a fresh object row below it) while fresh; S3
  * (LIST for directories, LIST + HEAD for one name, HEAD for one file); and
  * when S3 cannot be reached, whatever stale knowledge the store has.  S3 is
  * then considered offline for OFFLINE_MS, during which stale metadata is
@@ -922,7 +923,7 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		   struct found *f)
 {
 	struct meta_object o = { 0 };
-	char *dir = dir_prefix_of(v, dir_path), *key = NULL;
+	char *dir = dir_prefix_of(v, dir_path), *key = NULL, *below = NULL;
 	int64_t exp = 0, t = now_ms();
 	bool is_dir = false, stale_ok = false;
 	int rc;
@@ -951,14 +952,29 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		rc = -ENOENT;
 		goto out;
 	}
-	/* 3. the object's row */
+	/*
+	 * 3. a fresh row of an object below it: a folder (resolve_s3 puts a
+	 * folder before a file of the same name, and so does this)
+	 */
+	if (asprintf(&below, "%s/", key) < 0) {
+		below = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (meta_object_under(v->meta, below,
+			      is_offline(v) || never(v) ? INT64_MIN : t) == 1) {
+		f->is_dir = true;
+		rc = 0;
+		goto out;
+	}
+	/* 4. the object's row */
 	rc = meta_object_get(v->meta, key, &o);
 	if (rc == 0 && (o.expires_ms > t || is_offline(v) || never(v))) {
 		found_from_object(f, &o);
 		goto out;
 	}
 	stale_ok = rc == 0;
-	/* 4. S3 */
+	/* 5. S3 */
 	rc = resolve_s3(v, key, f);
 	if (rc < 0 && unavailable(rc) && stale_ok)
 		rc = found_from_object(f, &o);
@@ -966,6 +982,7 @@ out:
 	meta_object_release(&o);
 	free(dir);
 	free(key);
+	free(below);
 	return rc;
 }
 

@@ -9,8 +9,20 @@ reaches the daemon again.
 """
 
 import os
+import time
 
-from mount import MiB, chunk_files, mixed_bytes, object_requests, rand_bytes, read_file, sha
+from mount import (
+    MiB,
+    chunk_files,
+    list_requests,
+    mixed_bytes,
+    object_requests,
+    put_many,
+    rand_bytes,
+    read_file,
+    sha,
+)
+from conftest import wait_for
 
 
 def drop_page_cache(path):
@@ -82,3 +94,39 @@ def test_chunk_corrupted_while_open_is_detected(mount, s3, bucket, s3rver):
     assert len(gets) == 1, f"expected one GET for the corrupted chunk: {gets}"
     stats = m.unmount()
     assert stats is not None and stats["cache.corrupt"] == 1, stats
+
+
+def test_warm_lookups_of_folders_ask_s3_nothing(mount, s3, bucket, s3rver):
+    items = {f"t/d{i % 5}/f{i:02d}": rand_bytes(1000 + 37 * i, f"s{i}") for i in range(20)}
+    put_many(s3, bucket, items)
+    m = mount(bucket, meta_ttl="1h")
+    for key, data in items.items():  # by path: lookups, no listing
+        assert read_file(m.path / key) == data
+    m.unmount()
+
+    m.remount()
+    s3rver.clear_log()
+    for key, data in items.items():
+        assert read_file(m.path / key) == data
+    assert list_requests(s3rver, bucket) == [], "a folder known from its files' rows was listed"
+    assert object_requests(s3rver, bucket, "GET") == [] and object_requests(s3rver, bucket, "HEAD") == []
+    m.unmount()
+
+
+
+def test_folder_rows_past_the_ttl_are_not_trusted(mount, s3, bucket, s3rver):
+    items = {f"u/d{i % 2}/f{i}": rand_bytes(500 + i, f"u{i}") for i in range(4)}
+    put_many(s3, bucket, items)
+    m = mount(bucket, meta_ttl="1s")
+    for key, data in items.items():
+        assert read_file(m.path / key) == data
+    last_use = time.monotonic()
+    m.unmount()
+
+    m.remount()
+    wait_for(lambda: time.monotonic() > last_use + 1.5, 10, "meta_ttl=1s to pass")
+    s3rver.clear_log()
+    assert read_file(m.path / "u" / "d1" / "f1") == items["u/d1/f1"]
+    lists = list_requests(s3rver, bucket)
+    assert len(lists) >= 2, f"expired rows were trusted for the folders: {lists}"
+    m.unmount()
