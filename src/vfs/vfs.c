@@ -952,10 +952,14 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		rc = -ENOENT;
 		goto out;
 	}
-	/*
-	 * 3. a fresh row of an object below it: a folder (resolve_s3 puts a
-	 * folder before a file of the same name, and so does this)
-	 */
+	/* 3. the object's row */
+	rc = meta_object_get(v->meta, key, &o);
+	if (rc == 0 && (o.expires_ms > t || is_offline(v) || never(v))) {
+		found_from_object(f, &o);
+		goto out;
+	}
+	stale_ok = rc == 0;
+	/* 4. a fresh row of an object below it: a folder */
 	if (asprintf(&below, "%s/", key) < 0) {
 		below = NULL;
 		rc = -ENOMEM;
@@ -967,13 +971,6 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		rc = 0;
 		goto out;
 	}
-	/* 4. the object's row */
-	rc = meta_object_get(v->meta, key, &o);
-	if (rc == 0 && (o.expires_ms > t || is_offline(v) || never(v))) {
-		found_from_object(f, &o);
-		goto out;
-	}
-	stale_ok = rc == 0;
 	/* 5. S3 */
 	rc = resolve_s3(v, key, f);
 	if (rc < 0 && unavailable(rc) && stale_ok)
