@@ -184,6 +184,14 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	     bool *keep_cache);
 
 /*
+ * True when the open of @f asked S3 about the object (or found it staged),
+ * so that the attributes the kernel holds (its size above all) may be
+ * older than the handle's.  Otherwise every attribute the kernel holds came
+ * from a reply made from the same node, and needs no invalidation.
+ */
+bool vfs_file_attrs_moved(const struct vfs_file *f);
+
+/*
  * Read up to @size bytes at @off into @buf.  Returns the bytes read (short
  * only at the end of the file), or -EIO (S3 unreachable after the configured
  * timeout, or the object changed since open).

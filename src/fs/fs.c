@@ -469,10 +469,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* O_DIRECT: every read reaches the vfs, which sends it to S3 */
 	fi->direct_io = (fi->flags & O_DIRECT) != 0;
 	/*
-	 * A new version (or a first open): the kernel may still hold the
-	 * old size until its attribute timeout, and would clip reads to it.
+	 * The open asked S3 and may have found a new version: the kernel may
+	 * still hold the old size until its attribute timeout, and would clip
+	 * reads to it.  (Without keep_cache the kernel drops its pages of the
+	 * inode at open by itself; an open that did not ask S3 changed no
+	 * attribute the kernel holds, so a first open in a warm mount costs
+	 * no extra message.)
 	 */
-	if (!keep_cache)
+	if (!keep_cache && vfs_file_attrs_moved(file))
 		fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
 	/* nothing to write back: spare the kernel a FLUSH per close */
 	fi->noflush =

@@ -10,7 +10,8 @@
  * is created at start and never freed.
  *
  * Where answers come from, in order: the node's own attributes while fresh;
- * the metadata store (listings, objects, negative entries) while fresh; S3
+ * the metadata store (listings, objects, negative entries, and for a
+ * folder a fresh object row below it) while fresh; S3
  * (LIST for directories, LIST + HEAD for one name, HEAD for one file); and
  * when S3 cannot be reached, whatever stale knowledge the store has.  S3 is
  * then considered offline for OFFLINE_MS, during which stale metadata is
@@ -113,8 +114,9 @@ struct vfs_file {
 	char *key;
 	char *etag;
 	uint64_t size;
-	struct wb_file *wb;    /* staged: reads and writes go through it */
-	int flags;	       /* of the open */
+	struct wb_file *wb; /* staged: reads and writes go through it */
+	int flags;	    /* of the open */
+	bool attrs_moved; /* the open may have changed what the kernel knows */
 	pthread_mutex_t lock;  /* guards the readahead state below */
 	uint64_t next_off;     /* end of the reads so far */
 	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
@@ -921,7 +923,7 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		   struct found *f)
 {
 	struct meta_object o = { 0 };
-	char *dir = dir_prefix_of(v, dir_path), *key = NULL;
+	char *dir = dir_prefix_of(v, dir_path), *key = NULL, *below = NULL;
 	int64_t exp = 0, t = now_ms();
 	bool is_dir = false, stale_ok = false;
 	int rc;
@@ -957,7 +959,19 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		goto out;
 	}
 	stale_ok = rc == 0;
-	/* 4. S3 */
+	/* 4. a fresh row of an object below it: a folder */
+	if (asprintf(&below, "%s/", key) < 0) {
+		below = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (meta_object_under(v->meta, below,
+			      is_offline(v) || never(v) ? INT64_MIN : t) == 1) {
+		f->is_dir = true;
+		rc = 0;
+		goto out;
+	}
+	/* 5. S3 */
 	rc = resolve_s3(v, key, f);
 	if (rc < 0 && unavailable(rc) && stale_ok)
 		rc = found_from_object(f, &o);
@@ -965,6 +979,7 @@ out:
 	meta_object_release(&o);
 	free(dir);
 	free(key);
+	free(below);
 	return rc;
 }
 
@@ -1419,6 +1434,7 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	if (f->wb) {
 		/* what the kernel cached may predate the staged changes */
 		*keep_cache = false;
+		f->attrs_moved = true;
 		pthread_mutex_lock(&v->lock);
 		LIST_LINK(v->files, f);
 		pthread_mutex_unlock(&v->lock);
@@ -1439,6 +1455,8 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0) {
+		/* the size the kernel holds may be older than what S3 says */
+		f->attrs_moved = true;
 		rc = revalidate(v, ino, f->key,
 				v->conf.validate == VFS_VALIDATE_ALWAYS);
 		if (rc < 0)
@@ -1472,6 +1490,11 @@ out:
 	}
 	*out = f;
 	return 0;
+}
+
+bool vfs_file_attrs_moved(const struct vfs_file *f)
+{
+	return f->attrs_moved;
 }
 
 /* How @f's reads were served, for its node's vfs_cache_info(). */
