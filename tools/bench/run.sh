@@ -86,7 +86,9 @@ unmount() {
     if [ -n "$mount_pid" ] && [ -r "/proc/$mount_pid/status" ] && [ -n "$tsv" ]; then
         awk -v s="$mount_sys" '/^VmHWM:/ { print s, "rss_kib", $2 }' "/proc/$mount_pid/status" >>"$tsv"
     fi
-    if mountpoint -q "$mnt" 2>/dev/null; then
+    # /proc/mounts, not mountpoint(1): a dead FUSE mount (its daemon gone)
+    # fails every stat with ENOTCONN and must be cleared too
+    if awk -v m="$mnt" '$2 == m { found = 1 } END { exit !found }' /proc/mounts; then
         fusermount3 -u "$mnt" 2>/dev/null || { sleep 1; fusermount3 -u "$mnt"; } ||
             fusermount3 -u -z "$mnt" || true
     fi
@@ -146,6 +148,7 @@ fi
 mkdir -p "$WORK_DIR" "$RESULTS_DIR"
 rm -rf "$WORK_DIR/s3rver" "$WORK_DIR/caches" "$WORK_DIR/wlocal"
 mkdir -p "$WORK_DIR/logs" "$mnt"
+mnt=$(realpath "$mnt") # as /proc/mounts names it
 mountpoint -q "$mnt" && die "'$mnt' is already a mount point"
 port=$(free_port)
 say "starting s3rver on 127.0.0.1:$port"
