@@ -1769,7 +1769,9 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	}
 	if (end > f->next_off || f->window == 0)
 		f->next_off = end;
-	first = chunk_index_of(end, cs);
+	/* the chunks this read touches are the reader's own to fetch: a
+	 * prefetch of them would only hand its GET to a busy thread */
+	first = chunk_index_of(end - 1, cs) + 1;
 	if (f->ra_next > first)
 		first = f->ra_next;
 	last = f->window ? chunk_index_of(end + f->window - 1, cs) : 0;
