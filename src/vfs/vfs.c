@@ -63,6 +63,17 @@
 #define TOUCH_BATCH 64	      /* object access stamps written per batch */
 #define TOUCH_MAX_AGE_MS 5000 /* ... or at least this often */
 #define HASH_MIN 256
+/* A chunk missing from the cache is fetched as parts: sub-range GETs of at
+ * least PART_MIN bytes, at most PARTS_MAX of them (one bit each in a mask),
+ * run in parallel by the reader that needs one and the idle prefetch
+ * threads.  A reader returns once its parts are in; the rest of the chunk
+ * is left to the prefetch threads, for at most INFLIGHT_SOFT chunks at a
+ * time (past that, a reader finishes its chunk before it returns).  Memory
+ * in flight: at most (INFLIGHT_SOFT + prefetch threads + FUSE threads)
+ * chunks. */
+#define PART_MIN (1u << 20)
+#define PARTS_MAX 64
+#define INFLIGHT_SOFT 8
 #define SYMLINK_MAX 4095 /* longest target; smaller objects may be links */
 
 /* Attributes from user metadata (x-amz-meta-mode, -uid, -gid, -mtime). */
@@ -125,13 +136,27 @@ struct vfs_file {
 	uint64_t pf_lo, pf_hi;
 };
 
-/* A chunk fetch in flight, shared by everyone who needs that chunk. */
+/*
+ * A chunk fetch in flight, shared by everyone who needs that chunk, on
+ * v->inflight (oldest first) until it is settled: admitted to the cache
+ * (or the ring) or failed.  Every field but data is under v->lock.  The
+ * bytes of part p land in data at p * part, written only by the thread
+ * that claimed p and read by others only once p's bit is in fetched.
+ * Freed by the last of refs to leave once it is done.
+ */
 struct inflight {
 	char name[CHUNK_NAME_LEN + 1];
-	unsigned refs; /* under v->lock */
-	bool done;
-	int rc;
-	struct buf data; /* the whole chunk once done and rc == 0 */
+	char *key, *etag; /* owned */
+	uint64_t index;
+	uint64_t len;  /* of the chunk */
+	uint64_t part; /* bytes per part; the last may be shorter */
+	unsigned n_parts;
+	uint64_t claimed, fetched; /* bit p: part p taken, part p in data */
+	unsigned busy;		   /* parts being fetched */
+	unsigned refs;		   /* threads using it */
+	bool settling, done;
+	int rc;	    /* the first part's failure, or 0 */
+	char *data; /* len bytes, owned */
 	struct inflight *next;
 };
 
@@ -160,8 +185,9 @@ struct vfs {
 	struct node **by_ino, **by_name;
 	size_t n_buckets, n_nodes;
 	uint64_t next_ino;
-	int64_t started; /* seconds: the time shown for directories */
-	struct inflight *inflight;
+	int64_t started;	   /* seconds: the time shown for directories */
+	struct inflight *inflight; /* oldest first */
+	unsigned n_inflight;	   /* on that list */
 	struct mem_chunk ring[MEM_RING];
 	/* handles the kernel has not released yet, freed by vfs_free */
 	struct vfs_file *files;
@@ -1562,118 +1588,247 @@ static void ring_put(struct vfs *v, const char *name, struct buf *data)
 	pthread_mutex_unlock(&v->lock);
 }
 
-static int sink_buf(void *ctx, const void *data, size_t len)
+/* Where a part lands: its place in the chunk's buffer. */
+struct part_sink {
+	char *p;
+	size_t cap, len;
+};
+
+static int sink_part(void *ctx, const void *data, size_t len)
 {
-	int rc = buf_add(ctx, data, len);
+	struct part_sink *d = ctx;
 
-	return rc == -EMSGSIZE ? -EIO : rc;
-}
-
-/*
- * GET chunk @index (of @len bytes) of @key at version @etag into @out,
- * then admit it to the cache (or the ring when the cache cannot take it).
- */
-static int fetch_chunk(struct vfs *v, const char *key, const char *etag,
-		       uint64_t index, uint64_t len, const char *name,
-		       struct buf *out)
-{
-	struct s3_get_opts opts = {
-		.offset = index * v->conf.chunk_size,
-		.length = len,
-		.if_match = etag,
-	};
-	struct cache_ref ref = { .key = key, .etag = etag, .index = index };
-	int rc;
-
-	rc = buf_grow(out, len);
-	if (rc == 0)
-		rc = s3_get(v->s3, key, &opts, sink_buf, out, NULL);
-	note_s3(v, rc);
-	if (rc == 0 && out->len != len) {
-		log_error("'%s': chunk %llu came with %zu bytes, not %llu", key,
-			  (unsigned long long)index, out->len,
-			  (unsigned long long)len);
-		rc = -EIO;
-	}
-	if (rc < 0)
-		return rc;
-	STAT_ADD(v, chunk_fetches, 1);
-	if (cache_put(v->cache, name, &ref, out->data, out->len) < 0) {
-		struct buf copy = BUF_INIT(out->max);
-
-		STAT_ADD(v, cache_bypass, 1);
-		if (buf_add(&copy, out->data, out->len) == 0)
-			ring_put(v, name, &copy);
-		buf_release(&copy);
-	}
+	if (len > d->cap - d->len)
+		return -EIO; /* more than asked for */
+	memcpy(d->p + d->len, data, len);
+	d->len += len;
 	return 0;
 }
 
+static uint64_t all_parts(const struct inflight *fl)
+{
+	return fl->n_parts == 64 ? UINT64_MAX : (1ull << fl->n_parts) - 1;
+}
+
+/* The inflight fetch of chunk @name, or NULL.  Under v->lock. */
+static struct inflight *inflight_find(struct vfs *v, const char *name)
+{
+	struct inflight *fl;
+
+	for (fl = v->inflight; fl; fl = fl->next)
+		if (strcmp(fl->name, name) == 0)
+			return fl;
+	return NULL;
+}
+
+static void inflight_free(struct inflight *fl)
+{
+	free(fl->key);
+	free(fl->etag);
+	free(fl->data);
+	free(fl);
+}
+
+/* Start fetching chunk @index (@len bytes) of @key at @etag: a new entry
+ * at the end of v->inflight with no part claimed, or NULL (-ENOMEM).
+ * Under v->lock; wakes the prefetch threads to help. */
+static struct inflight *inflight_new(struct vfs *v, const char *key,
+				     const char *etag, uint64_t index,
+				     uint64_t len, const char *name)
+{
+	struct inflight *fl = calloc(1, sizeof(*fl)), **pp;
+
+	if (!fl)
+		return NULL;
+	fl->key = strdup(key);
+	fl->etag = strdup(etag);
+	fl->data = malloc(len ? len : 1);
+	if (!fl->key || !fl->etag || !fl->data) {
+		inflight_free(fl);
+		return NULL;
+	}
+	memcpy(fl->name, name, sizeof(fl->name));
+	fl->index = index;
+	fl->len = len;
+	fl->part = (len + PARTS_MAX - 1) / PARTS_MAX;
+	if (fl->part < PART_MIN)
+		fl->part = PART_MIN;
+	fl->n_parts = len ? (unsigned)((len + fl->part - 1) / fl->part) : 1;
+	for (pp = &v->inflight; *pp; pp = &(*pp)->next)
+		;
+	*pp = fl;
+	v->n_inflight++;
+	pthread_cond_broadcast(&v->queue_cond);
+	return fl;
+}
+
+/* Drop a reference to @fl; frees it when it was the last and the fetch
+ * is settled.  Under v->lock. */
+static void inflight_put(struct inflight *fl)
+{
+	if (--fl->refs == 0 && fl->done)
+		inflight_free(fl);
+}
+
 /*
- * Make chunk @index available: join the fetch in flight for it, or run
- * one.  When @out is not NULL, copy [off, off + len) of the chunk into it
- * and store the count in *got.
+ * Every part of @fl is in, or one failed and none is still running:
+ * admit the chunk to the cache (or the ring when the cache cannot take
+ * it), then take it off v->inflight.  Called and returns with v->lock
+ * held, by a thread holding a reference; drops the lock meanwhile.
+ */
+static void settle(struct vfs *v, struct inflight *fl)
+{
+	struct cache_ref ref = { .key = fl->key,
+				 .etag = fl->etag,
+				 .index = fl->index };
+	struct inflight **pp;
+
+	fl->settling = true;
+	if (fl->rc == 0) {
+		pthread_mutex_unlock(&v->lock);
+		STAT_ADD(v, chunk_fetches, 1);
+		if (cache_put(v->cache, fl->name, &ref, fl->data, fl->len) <
+		    0) {
+			struct buf copy = BUF_INIT(CHUNK_SIZE_MAX);
+
+			STAT_ADD(v, cache_bypass, 1);
+			if (buf_add(&copy, fl->data, fl->len) == 0)
+				ring_put(v, fl->name, &copy);
+			buf_release(&copy);
+		}
+		pthread_mutex_lock(&v->lock);
+	}
+	fl->done = true;
+	for (pp = &v->inflight; *pp != fl; pp = &(*pp)->next)
+		;
+	*pp = fl->next;
+	v->n_inflight--;
+	pthread_cond_broadcast(&v->queue_cond);
+}
+
+/*
+ * GET part @p of @fl, which the caller claimed (and counted in busy),
+ * with If-Match: the version the chunk names.  Settles @fl when it was
+ * the last part running.  Called and returns with v->lock held (and a
+ * reference to @fl); drops the lock for the request.
+ */
+static void fetch_part(struct vfs *v, struct inflight *fl, unsigned p)
+{
+	uint64_t off = (uint64_t)p * fl->part;
+	uint64_t len = fl->len - off < fl->part ? fl->len - off : fl->part;
+	struct s3_get_opts opts = {
+		.offset = fl->index * v->conf.chunk_size + off,
+		.length = len,
+		.if_match = fl->etag,
+	};
+	struct part_sink d = { .p = fl->data + off, .cap = (size_t)len };
+	int rc = 0;
+
+	pthread_mutex_unlock(&v->lock);
+	if (len)
+		rc = s3_get(v->s3, fl->key, &opts, sink_part, &d, NULL);
+	note_s3(v, rc);
+	if (rc == 0 && d.len != len) {
+		log_error("'%s': chunk %llu came with %zu bytes at %llu, not "
+			  "%llu",
+			  fl->key, (unsigned long long)fl->index, d.len,
+			  (unsigned long long)off, (unsigned long long)len);
+		rc = -EIO;
+	}
+	pthread_mutex_lock(&v->lock);
+	fl->busy--;
+	if (rc == 0) {
+		fl->fetched |= 1ull << p;
+	} else if (fl->rc == 0) {
+		fl->rc = rc;
+		fl->claimed = all_parts(fl); /* the rest is not worth a GET */
+	}
+	if (fl->busy == 0 && fl->claimed == all_parts(fl) && !fl->settling)
+		settle(v, fl);
+	pthread_cond_broadcast(&v->queue_cond);
+}
+
+/* Claim the first unclaimed part of @fl within @mask: its number, or -1.
+ * Under v->lock. */
+static int claim(struct inflight *fl, uint64_t mask)
+{
+	uint64_t free_parts = mask & ~fl->claimed;
+	int p;
+
+	if (!free_parts || fl->rc)
+		return -1;
+	p = __builtin_ctzll(free_parts);
+	fl->claimed |= 1ull << p;
+	fl->busy++;
+	return p;
+}
+
+/* Bits of the parts of @fl holding [off, off + len), len > 0. */
+static uint64_t parts_of(const struct inflight *fl, uint64_t off, size_t len)
+{
+	uint64_t lo = off / fl->part, hi = (off + len - 1) / fl->part;
+
+	if (hi >= fl->n_parts)
+		hi = fl->n_parts - 1;
+	if (lo > hi)
+		lo = hi;
+	return (hi - lo + 1 == 64 ? UINT64_MAX
+				  : ((1ull << (hi - lo + 1)) - 1) << lo);
+}
+
+/*
+ * Copy [off, off + len) of chunk @index into @out (count in *got): from
+ * the ring, or from the fetch in flight for it, joined or started.  The
+ * caller fetches the parts it needs that nobody has claimed and returns
+ * once they are in; the prefetch threads fetch the rest.  -EAGAIN when
+ * the chunk reached the cache since the caller looked.
  */
 static int get_chunk(struct vfs *v, const char *key, const char *etag,
 		     uint64_t index, uint64_t chunk_len, const char *name,
 		     uint64_t off, void *out, size_t len, size_t *got)
 {
-	struct inflight *fl, **pp;
-	bool mine = false;
-	int rc;
+	struct inflight *fl;
+	uint64_t want;
+	int rc, p;
 
 	pthread_mutex_lock(&v->lock);
-	if (out && ring_read(v, name, off, out, len, got)) {
+	if (ring_read(v, name, off, out, len, got)) {
 		pthread_mutex_unlock(&v->lock);
 		return 0;
 	}
-	for (fl = v->inflight; fl; fl = fl->next)
-		if (strcmp(fl->name, name) == 0)
-			break;
+	fl = inflight_find(v, name);
 	/* a fetch that ended since the caller looked may have cached it */
 	if (!fl && cache_contains(v->cache, name)) {
 		pthread_mutex_unlock(&v->lock);
 		return -EAGAIN;
 	}
+	if (!fl)
+		fl = inflight_new(v, key, etag, index, chunk_len, name);
 	if (!fl) {
-		fl = calloc(1, sizeof(*fl));
-		if (!fl) {
-			pthread_mutex_unlock(&v->lock);
-			return -ENOMEM;
-		}
-		memcpy(fl->name, name, sizeof(fl->name));
-		buf_init(&fl->data, chunk_len);
-		fl->next = v->inflight;
-		v->inflight = fl;
-		mine = true;
+		pthread_mutex_unlock(&v->lock);
+		return -ENOMEM;
 	}
 	fl->refs++;
-	if (mine) {
-		pthread_mutex_unlock(&v->lock);
-		rc = fetch_chunk(v, key, etag, index, chunk_len, name,
-				 &fl->data);
-		pthread_mutex_lock(&v->lock);
-		fl->rc = rc;
-		fl->done = true;
-		for (pp = &v->inflight; *pp != fl; pp = &(*pp)->next)
-			;
-		*pp = fl->next;
-		pthread_cond_broadcast(&v->queue_cond);
-	} else {
-		while (!fl->done)
+	want = len ? parts_of(fl, off, len) : 0;
+	while (!fl->rc && (fl->fetched & want) != want) {
+		p = claim(fl, want);
+		if (p >= 0)
+			fetch_part(v, fl, (unsigned)p);
+		else
 			pthread_cond_wait(&v->queue_cond, &v->lock);
 	}
 	rc = fl->rc;
-	if (rc == 0 && out) {
-		*got = off >= fl->data.len ? 0 : fl->data.len - off;
+	if (rc == 0) {
+		*got = off >= fl->len ? 0 : fl->len - off;
 		if (*got > len)
 			*got = len;
-		memcpy(out, fl->data.data + off, *got);
+		memcpy(out, fl->data + off, *got);
+		/* bound the chunks left for the prefetch threads to finish */
+		while (v->n_inflight > INFLIGHT_SOFT &&
+		       (p = claim(fl, all_parts(fl))) >= 0)
+			fetch_part(v, fl, (unsigned)p);
 	}
-	if (--fl->refs == 0) {
-		buf_release(&fl->data);
-		free(fl);
-	}
+	inflight_put(fl);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }
@@ -1719,31 +1874,59 @@ out:
 	pthread_mutex_unlock(&v->lock);
 }
 
+/* The oldest fetch in flight with a part nobody claimed, and a reference
+ * to it, claimed part in *p; NULL when there is none.  Under v->lock. */
+static struct inflight *claim_any(struct vfs *v, int *p)
+{
+	struct inflight *fl;
+
+	for (fl = v->inflight; fl; fl = fl->next) {
+		*p = claim(fl, all_parts(fl));
+		if (*p >= 0) {
+			fl->refs++;
+			return fl;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * A prefetch thread: fetches the unclaimed parts of chunks in flight
+ * (readers wait on those first), else starts the next queued chunk.
+ */
 static void *prefetch_main(void *arg)
 {
 	struct vfs *v = arg;
 	char name[CHUNK_NAME_LEN + 1];
 	struct prefetch_job j;
+	struct inflight *fl;
+	int p;
 
 	pthread_mutex_lock(&v->lock);
-	for (;;) {
-		while (!v->stopping && v->q_len == 0)
+	while (!v->stopping) {
+		fl = claim_any(v, &p);
+		if (fl) {
+			fetch_part(v, fl, (unsigned)p);
+			inflight_put(fl);
+			continue;
+		}
+		if (v->q_len == 0) {
 			pthread_cond_wait(&v->queue_cond, &v->lock);
-		if (v->stopping)
-			break;
+			continue;
+		}
 		j = v->queue[v->q_head];
 		v->q_head = (v->q_head + 1) % v->q_cap;
 		v->q_len--;
-		pthread_mutex_unlock(&v->lock);
 		name_chunk(v, j.key, j.etag, j.index, name);
-		if (!cache_contains(v->cache, name) &&
-		    get_chunk(v, j.key, j.etag, j.index,
-			      chunk_len_of(j.index, j.size, v->conf.chunk_size),
-			      name, 0, NULL, 0, NULL) == 0)
+		if (!inflight_find(v, name) &&
+		    !cache_contains(v->cache, name) &&
+		    inflight_new(
+			    v, j.key, j.etag, j.index,
+			    chunk_len_of(j.index, j.size, v->conf.chunk_size),
+			    name))
 			STAT_ADD(v, prefetches, 1);
 		free(j.key);
 		free(j.etag);
-		pthread_mutex_lock(&v->lock);
 	}
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
@@ -2142,6 +2325,13 @@ void vfs_free(struct vfs *v)
 	pthread_mutex_lock(&v->lock);
 	flush_touches_locked(v);
 	pthread_mutex_unlock(&v->lock);
+	/* fetches no thread finished: no reader is left to wait on them */
+	while (v->inflight) {
+		struct inflight *fl = v->inflight;
+
+		v->inflight = fl->next;
+		inflight_free(fl);
+	}
 	for (i = 0; v->queue && i < v->q_len; i++) {
 		free(v->queue[(v->q_head + i) % v->q_cap].key);
 		free(v->queue[(v->q_head + i) % v->q_cap].etag);

@@ -6,13 +6,63 @@ Every count comes from the server's request log or the daemon's stats
 line; nothing here is timed.
 """
 
-import subprocess
 import errno
 import os
+import subprocess
+import threading
 
 import pytest
 
-from mount import MiB, object_requests, put_many, rand_bytes, read_file, sha
+from conftest import wait_for
+from faultproxy import FaultProxy
+from mount import MiB, put_many, rand_bytes, read_file, sha
+
+
+class RangeProxy(FaultProxy):
+    """A FaultProxy that also records the Range header of every GET of an
+    object: self.ranges[key] = [(first, last), ...] in arrival order."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.ranges = {}
+        self._rlock = threading.Lock()
+
+    def _forward(self, client, rfile, method, request, fault):
+        head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        target = head[0].split(" ")[1]
+        if method == "GET" and "?" not in target:
+            rng = next((h.split(":", 1)[1].strip() for h in head[1:] if h.lower().startswith("range:")), None)
+            key = target.split("/", 2)[2]
+            if rng:
+                first, _, last = rng.removeprefix("bytes=").partition("-")
+                rng = (int(first), int(last))
+            with self._rlock:
+                self.ranges.setdefault(key, []).append(rng)
+        return super()._forward(client, rfile, method, request, fault)
+
+    def got(self, key):
+        with self._rlock:
+            return list(self.ranges.get(key, []))
+
+
+@pytest.fixture
+def range_proxy(s3rver):
+    p = RangeProxy("127.0.0.1", s3rver.port)
+    p.start()
+    yield p
+    p.stop()
+
+
+def assert_tiles(ranges, size, part):
+    """The ranges are sub-range GETs of at most `part` bytes that together
+    cover [0, size) with each byte exactly once."""
+    assert all(r is not None for r in ranges), f"a GET without Range: {ranges}"
+    pos = 0
+    for first, last in sorted(ranges):
+        assert first == pos, f"gap or overlap at {pos}: {sorted(ranges)}"
+        assert last - first + 1 <= part, f"part {first}-{last} over {part} bytes"
+        pos = last + 1
+    assert pos == size, f"covered {pos} of {size} bytes"
 
 
 def test_parallel_small_readers_fetch_their_own_files(mount, s3, bucket, proxy):
@@ -38,3 +88,65 @@ def test_parallel_small_readers_fetch_their_own_files(mount, s3, bucket, proxy):
     assert st["s3.get"] >= len(keys)
     # one connection per reader, a few spares for lookups racing reads
     assert st["s3.connects"] <= 16, st
+
+
+def test_sequential_read_fetches_parts_covering_each_byte_once(mount, s3, bucket, range_proxy):
+    # 2 full 4 MiB chunks and a short one: 1 MiB parts fetched in parallel
+    size = 10 * MiB + 12345
+    data = rand_bytes(size, "seq")
+    s3.put_object(Bucket=bucket, Key="big", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="4M")
+    assert sha(read_file(m.path / "big")) == sha(data)
+    st = m.unmount()
+    ranges = range_proxy.got("big")
+    assert len(ranges) == 11, ranges  # 4 + 4 + 3 parts
+    assert_tiles(ranges, size, MiB)
+    assert st["vfs.fetches"] == 3 and st["cache.chunks"] == 3, st
+
+
+def test_random_read_gets_its_part_and_the_chunk_completes(mount, s3, bucket, range_proxy):
+    # one 4 KiB read deep in a 4 MiB chunk: the bytes come back right, and
+    # the rest of the chunk is fetched once, in the background
+    size = 4 * MiB
+    data = rand_bytes(size, "rand")
+    s3.put_object(Bucket=bucket, Key="r", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="4M")
+    off = 3 * MiB + 5000
+    with open(m.path / "r", "rb", buffering=0) as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        assert os.pread(f.fileno(), 4096, off) == data[off:off + 4096]
+    wait_for(lambda: len(range_proxy.got("r")) == 4, 20, "the chunk's 4 parts")
+    assert_tiles(range_proxy.got("r"), size, MiB)
+    # now a hit: no more GETs
+    with open(m.path / "r", "rb") as f:
+        assert sha(f.read()) == sha(data)
+    st = m.unmount()
+    assert len(range_proxy.got("r")) == 4
+    assert st["vfs.fetches"] == 1 and st["cache.chunks"] == 1, st
+
+
+def test_object_changed_during_parallel_fetch_gives_eio(mount, s3, bucket, request_log):
+    # chunk 2 is neither read nor within the window fetched ahead of the
+    # first read: its 4 parts are fetched after the object changed
+    old, new = rand_bytes(12 * MiB, "v1"), rand_bytes(12 * MiB, "v2")
+    s3.put_object(Bucket=bucket, Key="big", Body=old)
+    m = mount(bucket, chunk_size="4M", meta_ttl="1h", expect_errors=True)
+    path = m.path / "big"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+        assert os.pread(fd, 4096, 0) == old[:4096]
+        s3.put_object(Bucket=bucket, Key="big", Body=new)
+        with pytest.raises(OSError) as e:
+            got = os.pread(fd, 4096, 10 * MiB)
+            pytest.fail(f"read after the change returned {'old' if got == old[10 * MiB:10 * MiB + 4096] else 'other'} data")
+        assert e.value.errno == errno.EIO
+    finally:
+        os.close(fd)
+    # the object's metadata expired: the next open sees the new version
+    with open(path, "rb") as f:
+        f.seek(10 * MiB)
+        assert f.read(4096) == new[10 * MiB:10 * MiB + 4096]
+    st = m.unmount()
+    assert st["vfs.stale"] >= 1, st
+    assert st["cache.chunks"] >= 1, st
