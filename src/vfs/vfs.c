@@ -74,6 +74,11 @@
 #define PART_MIN (1u << 20)
 #define PARTS_MAX 64
 #define INFLIGHT_SOFT 8
+/* A file read at random that missed this many chunks is fetched whole in
+ * the background, through the prefetch queue, when it is at most
+ * RANDOM_WHOLE_MAX and a quarter of the cache's cap. */
+#define RANDOM_WHOLE_MISSES 8
+#define RANDOM_WHOLE_MAX (256ull << 20)
 #define SYMLINK_MAX 4095 /* longest target; smaller objects may be links */
 
 /* Attributes from user metadata (x-amz-meta-mode, -uid, -gid, -mtime). */
@@ -130,6 +135,7 @@ struct vfs_file {
 	uint64_t next_off;     /* end of the reads so far */
 	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
 	uint64_t ra_next;      /* first chunk index not yet queued */
+	uint64_t whole_next;   /* random: next chunk of the whole-file fetch */
 	uint64_t hits, misses; /* chunk reads by source, atomics */
 	/* chunks [pf_lo, pf_hi) held a chunk this handle had fetched ahead
 	 * (from S3): reading one is no cache hit.  Atomics. */
@@ -153,6 +159,7 @@ struct inflight {
 	unsigned n_parts;
 	uint64_t claimed, fetched; /* bit p: part p taken, part p in data */
 	unsigned busy;		   /* parts being fetched */
+	unsigned waiters;	   /* readers waiting for parts */
 	unsigned refs;		   /* threads using it */
 	bool settling, done;
 	int rc;	    /* the first part's failure, or 0 */
@@ -1810,6 +1817,7 @@ static int get_chunk(struct vfs *v, const char *key, const char *etag,
 	}
 	fl->refs++;
 	want = len ? parts_of(fl, off, len) : 0;
+	fl->waiters++;
 	while (!fl->rc && (fl->fetched & want) != want) {
 		p = claim(fl, want);
 		if (p >= 0)
@@ -1817,6 +1825,7 @@ static int get_chunk(struct vfs *v, const char *key, const char *etag,
 		else
 			pthread_cond_wait(&v->queue_cond, &v->lock);
 	}
+	fl->waiters--;
 	rc = fl->rc;
 	if (rc == 0) {
 		*got = off >= fl->len ? 0 : fl->len - off;
@@ -1833,20 +1842,23 @@ static int get_chunk(struct vfs *v, const char *key, const char *etag,
 	return rc;
 }
 
-/* Queue chunk @index of @f for the prefetch threads, unless it is cached,
- * queued or the queue is full. */
-static void prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
+/* Queue chunk @index of @f for the prefetch threads, unless it is cached
+ * or queued.  false when the queue is full. */
+static bool prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
 {
 	char name[CHUNK_NAME_LEN + 1];
 	struct prefetch_job *j;
+	bool ok = true;
 	size_t i;
 
 	name_chunk(v, f->key, f->etag, index, name);
 	if (cache_contains(v->cache, name))
-		return;
+		return true;
 	pthread_mutex_lock(&v->lock);
-	if (v->q_len == v->q_cap)
+	if (v->q_len == v->q_cap) {
+		ok = false;
 		goto out;
+	}
 	for (i = 0; i < v->q_len; i++) {
 		j = &v->queue[(v->q_head + i) % v->q_cap];
 		if (j->index == index && strcmp(j->key, f->key) == 0 &&
@@ -1872,22 +1884,55 @@ static void prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
 	pthread_cond_broadcast(&v->queue_cond);
 out:
 	pthread_mutex_unlock(&v->lock);
+	return ok;
 }
 
-/* The oldest fetch in flight with a part nobody claimed, and a reference
- * to it, claimed part in *p; NULL when there is none.  Under v->lock. */
+/* The oldest fetch in flight with a part nobody claimed, one a reader
+ * waits for first, and a reference to it, claimed part in *p; NULL when
+ * there is none.  Under v->lock. */
 static struct inflight *claim_any(struct vfs *v, int *p)
 {
 	struct inflight *fl;
+	int pass;
 
-	for (fl = v->inflight; fl; fl = fl->next) {
-		*p = claim(fl, all_parts(fl));
-		if (*p >= 0) {
-			fl->refs++;
-			return fl;
+	for (pass = 0; pass < 2; pass++) {
+		for (fl = v->inflight; fl; fl = fl->next) {
+			if (pass == 0 && !fl->waiters)
+				continue;
+			*p = claim(fl, all_parts(fl));
+			if (*p >= 0) {
+				fl->refs++;
+				return fl;
+			}
 		}
 	}
 	return NULL;
+}
+
+/* @f is read at random: once it missed RANDOM_WHOLE_MISSES chunks, queue
+ * the rest of it, if small enough, as far as the queue takes it. */
+static void fetch_whole(struct vfs *v, struct vfs_file *f)
+{
+	uint64_t n = chunk_count_of(f->size, v->conf.chunk_size), i;
+	struct cache_stats cs;
+
+	if (f->size > RANDOM_WHOLE_MAX ||
+	    __atomic_load_n(&f->misses, __ATOMIC_RELAXED) < RANDOM_WHOLE_MISSES)
+		return;
+	pthread_mutex_lock(&f->lock);
+	i = f->whole_next;
+	pthread_mutex_unlock(&f->lock);
+	if (i >= n)
+		return;
+	cache_get_stats(v->cache, &cs);
+	if (f->size > cs.cap_bytes / 4)
+		return;
+	while (i < n && prefetch(v, f, i))
+		i++;
+	pthread_mutex_lock(&f->lock);
+	if (i > f->whole_next)
+		f->whole_next = i;
+	pthread_mutex_unlock(&f->lock);
 }
 
 /*
@@ -1965,6 +2010,8 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	pthread_mutex_unlock(&f->lock);
 	for (i = first; f->window && i <= last && f->size; i++)
 		prefetch(v, f, i);
+	if (!f->window && f->size)
+		fetch_whole(v, f);
 }
 
 /* A read failed with 412: the object changed since @f was opened. */

@@ -149,4 +149,49 @@ def test_object_changed_during_parallel_fetch_gives_eio(mount, s3, bucket, reque
         assert f.read(4096) == new[10 * MiB:10 * MiB + 4096]
     st = m.unmount()
     assert st["vfs.stale"] >= 1, st
-    assert st["cache.chunks"] >= 1, st
+
+
+def random_reads(path, size, chunk, n, seed):
+    """n 4 KiB reads at random offsets of n distinct chunks, page cache
+    bypassed by FADV_RANDOM + distinct chunks; returns (offset, bytes)."""
+    import random
+    rnd = random.Random(seed)
+    picks = rnd.sample(range(size // chunk), n)
+    out = []
+    with open(path, "rb", buffering=0) as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        for c in picks:
+            off = c * chunk + rnd.randrange(chunk - 4096)
+            out.append((off, os.pread(f.fileno(), 4096, off)))
+    return out
+
+
+def test_file_read_at_random_is_fetched_whole_once(mount, s3, bucket, range_proxy):
+    chunk, n = 256 * 1024, 24
+    data = rand_bytes(n * chunk, "whole")
+    s3.put_object(Bucket=bucket, Key="w", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="256K")
+    for off, got in random_reads(m.path / "w", len(data), chunk, 10, 1):
+        assert got == data[off:off + 4096]
+    # the other 14 chunks come in the background, each once
+    wait_for(lambda: len(range_proxy.got("w")) >= n, 20, "every chunk of the file")
+    with open(m.path / "w", "rb") as f:
+        assert sha(f.read()) == sha(data)
+    st = m.unmount()
+    assert_tiles(range_proxy.got("w"), len(data), chunk)
+    assert st["cache.chunks"] == n, st
+
+
+def test_random_reads_of_a_file_too_big_for_the_cache_fetch_only_what_is_read(mount, s3, bucket, range_proxy):
+    # 24 chunks of 256 KiB = 6 MiB, over a quarter of a 16 MiB cache
+    chunk, n = 256 * 1024, 24
+    data = rand_bytes(n * chunk, "big-for-cache")
+    s3.put_object(Bucket=bucket, Key="w", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="256K", cache_size="16M")
+    for off, got in random_reads(m.path / "w", len(data), chunk, 10, 2):
+        assert got == data[off:off + 4096]
+    st = m.unmount()
+    # the 10 chunks read and at most the one after each (the window of a
+    # read that looked sequential), never the whole file
+    assert len(range_proxy.got("w")) <= 20, range_proxy.got("w")
+    assert st["vfs.prefetches"] <= 10, st
