@@ -63,6 +63,7 @@
 #define TOUCH_BATCH 64	      /* object access stamps written per batch */
 #define TOUCH_MAX_AGE_MS 5000 /* ... or at least this often */
 #define HASH_MIN 256
+#define SMALL_GET_MAX (256u << 10) /* lookups GET files this small */
 /* A chunk missing from the cache is fetched as parts: sub-range GETs of at
  * least PART_MIN bytes, at most PARTS_MAX of them (one bit each in a mask),
  * run in parallel by the reader that needs one and the idle prefetch
@@ -902,12 +903,91 @@ static int on_any(void *ctx, const struct s3_list_page *p)
 	return 1;
 }
 
+/* @f and the object's row from what S3 said of file @key at @t. */
+static void found_from_info(struct vfs *v, const char *key,
+			    struct s3_object_info *info, int64_t t,
+			    struct found *f)
+{
+	struct meta_object o = { 0 };
+
+	o.key = (char *)key;
+	o.etag = info->etag;
+	o.size = info->size;
+	o.mtime = info->mtime;
+	o.checked_ms = t;
+	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	xattrs_from_info(&f->x, info);
+	xattrs_to_object(&o, &f->x);
+	meta_object_put(v->meta, &o);
+	f->is_dir = false;
+	f->etag = info->etag;
+	info->etag = NULL;
+	f->size = info->size;
+	f->mtime = info->mtime;
+	f->expires_ms = o.expires_ms;
+}
+
+static void name_chunk(struct vfs *v, const char *key, const char *etag,
+		       uint64_t index, char name[CHUNK_NAME_LEN + 1]);
+
+static int sink_small(void *ctx, const void *data, size_t len)
+{
+	int rc = buf_add(ctx, data, len);
+
+	return rc == -EMSGSIZE ? -EIO : rc;
+}
+
+/*
+ * Ask S3 about @key, which a fresh listing says is a file of @size bytes.
+ * A file of at most SMALL_GET_MAX (and one chunk) is fetched with one GET
+ * in place of a HEAD: its headers are the attributes and its bytes go to
+ * the cache as chunk 0 of the version they came with, so the `cat` that
+ * usually follows costs nothing more.  Larger ones get a HEAD.
+ */
+static int resolve_file_s3(struct vfs *v, const char *key, uint64_t size,
+			   struct found *f)
+{
+	uint64_t want = v->conf.chunk_size < SMALL_GET_MAX ? v->conf.chunk_size
+							   : SMALL_GET_MAX;
+	struct s3_get_opts opts = { .offset = 0, .length = want };
+	struct s3_object_info info = { 0 };
+	struct buf data = BUF_INIT((size_t)want);
+	char name[CHUNK_NAME_LEN + 1];
+	int64_t t = now_ms();
+	int rc;
+
+	if (size > 0 && size <= want) {
+		rc = s3_get(v->s3, key, &opts, sink_small, &data, &info);
+		if (rc == 0 && info.etag && info.size == data.len &&
+		    info.size > 0) {
+			struct cache_ref ref = { .key = key,
+						 .etag = info.etag,
+						 .index = 0 };
+
+			name_chunk(v, key, info.etag, 0, name);
+			if (cache_put(v->cache, name, &ref, data.data,
+				      data.len) == 0)
+				STAT_ADD(v, chunk_fetches, 1);
+		}
+	} else {
+		rc = s3_head(v->s3, key, &info);
+	}
+	note_s3(v, rc);
+	if (rc == 0)
+		found_from_info(v, key, &info, t, f);
+	if (rc == -ENOENT)
+		meta_negative_put(v->meta, key,
+				  t + (int64_t)v->conf.negative_ttl_ms);
+	s3_object_info_release(&info);
+	buf_release(&data);
+	return rc;
+}
+
 /* Ask S3 what @key is: a directory (some key below key/), a file, or
  * nothing (-ENOENT). */
 static int resolve_s3(struct vfs *v, const char *key, struct found *f)
 {
 	struct s3_object_info info = { 0 };
-	struct meta_object o = { 0 };
 	char *dir = NULL;
 	bool any = false;
 	int64_t t = now_ms();
@@ -924,21 +1004,7 @@ static int resolve_s3(struct vfs *v, const char *key, struct found *f)
 		rc = s3_head(v->s3, key, &info);
 	if (rc < 0)
 		goto out;
-	o.key = (char *)key;
-	o.etag = info.etag;
-	o.size = info.size;
-	o.mtime = info.mtime;
-	o.checked_ms = t;
-	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
-	xattrs_from_info(&f->x, &info);
-	xattrs_to_object(&o, &f->x);
-	meta_object_put(v->meta, &o);
-	f->is_dir = false;
-	f->etag = info.etag;
-	info.etag = NULL;
-	f->size = info.size;
-	f->mtime = info.mtime;
-	f->expires_ms = o.expires_ms;
+	found_from_info(v, key, &info, t, f);
 out:
 	note_s3(v, rc);
 	if (rc == -ENOENT)
@@ -990,7 +1056,32 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		goto out;
 	}
 	stale_ok = rc == 0;
-	/* 4. S3 */
+	/* 4. a fresh listing of the parent: one LIST answers every name in
+	 * it, a file's attributes then come with its GET or HEAD */
+	if (!is_offline(v)) {
+		struct list_ctx lc = { 0 };
+		struct meta_object lo = { 0 };
+
+		exp = 0;
+		rc = list_dir(v, dir_path, &lc);
+		if (rc == 0)
+			rc = meta_listing_find(v->meta, dir, name, &exp,
+					       &is_dir, &lo);
+		list_ctx_release(&lc);
+		if (rc >= 0 && exp > t) {
+			if (rc == 1)
+				rc = -ENOENT;
+			else if (is_dir)
+				f->is_dir = true;
+			else
+				rc = resolve_file_s3(v, key, lo.size, f);
+			meta_object_release(&lo);
+			if (rc == 0 || rc == -ENOENT || !unavailable(rc))
+				goto out;
+		}
+		meta_object_release(&lo);
+	}
+	/* 5. S3 */
 	rc = resolve_s3(v, key, f);
 	if (rc < 0 && unavailable(rc) && stale_ok)
 		rc = found_from_object(f, &o);

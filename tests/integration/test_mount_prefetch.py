@@ -15,7 +15,7 @@ import pytest
 
 from conftest import wait_for
 from faultproxy import FaultProxy
-from mount import MiB, put_many, rand_bytes, read_file, sha
+from mount import MiB, list_requests, object_requests, put_many, rand_bytes, read_file, sha
 
 
 class RangeProxy(FaultProxy):
@@ -195,3 +195,22 @@ def test_random_reads_of_a_file_too_big_for_the_cache_fetch_only_what_is_read(mo
     # read that looked sequential), never the whole file
     assert len(range_proxy.got("w")) <= 20, range_proxy.got("w")
     assert st["vfs.prefetches"] <= 10, st
+
+
+def test_cold_cat_of_small_files_costs_one_get_each(mount, s3, bucket, request_log):
+    # a folder's files cat'ed by name on a fresh mount, no ls first: the
+    # first lookup lists the folder, every file then costs one GET (the
+    # first at its lookup, which takes the attributes from its headers and
+    # puts its bytes in the cache for the read that follows; the others at
+    # their read, the listing answering their lookups)
+    items = {f"d/f{i:02d}": rand_bytes(5000 + i, f"cat{i}") for i in range(20)}
+    put_many(s3, bucket, items)
+    m = mount(bucket)
+    request_log.clear_log()
+    for k in sorted(items):
+        assert read_file(m.path / k) == items[k]
+    m.unmount()
+    assert len(object_requests(request_log, bucket, "GET")) == len(items)
+    assert object_requests(request_log, bucket, "HEAD") == []
+    # the root's listing (to find d) and d's
+    assert len(list_requests(request_log, bucket)) <= 2, list_requests(request_log, bucket)
