@@ -80,6 +80,13 @@
  * RANDOM_WHOLE_MAX and a quarter of the cache's cap. */
 #define RANDOM_WHOLE_MISSES 8
 #define RANDOM_WHOLE_MAX (256ull << 20)
+/* Small files of a folder read one after the other: once two in a row
+ * miss the cache, the next SPEC_AHEAD files of the folder's listing (in
+ * name order) of at most SPEC_SMALL_MAX bytes are queued ahead, while the
+ * cache stays under SPEC_CACHE_PCT % of its cap. */
+#define SPEC_SMALL_MAX (256u << 10)
+#define SPEC_AHEAD 8
+#define SPEC_CACHE_PCT 80
 #define SYMLINK_MAX 4095 /* longest target; smaller objects may be links */
 
 /* Attributes from user metadata (x-amz-meta-mode, -uid, -gid, -mtime). */
@@ -202,6 +209,7 @@ struct vfs {
 	struct vfs_dir *dirs;
 	uint64_t ring_clock;
 	int64_t offline_until_ms;
+	char *spec_dir, *spec_name; /* the last small file that missed */
 	struct meta_touch *touches; /* pending object access stamps */
 	char **touch_keys;
 	size_t n_touches;
@@ -1933,46 +1941,60 @@ static int get_chunk(struct vfs *v, const char *key, const char *etag,
 	return rc;
 }
 
+/* Queue chunk @index of @key at @etag (an object of @size bytes) for the
+ * prefetch threads.  0 when queued, 1 when cached or queued already,
+ * -ENOSPC when the queue is full, -ENOMEM.  Under v->lock. */
+static int queue_job(struct vfs *v, const char *key, const char *etag,
+		     uint64_t index, uint64_t size)
+{
+	char name[CHUNK_NAME_LEN + 1];
+	struct prefetch_job *j;
+	size_t i;
+
+	name_chunk(v, key, etag, index, name);
+	if (cache_contains(v->cache, name) || inflight_find(v, name))
+		return 1;
+	if (v->q_len == v->q_cap)
+		return -ENOSPC;
+	for (i = 0; i < v->q_len; i++) {
+		j = &v->queue[(v->q_head + i) % v->q_cap];
+		if (j->index == index && strcmp(j->key, key) == 0 &&
+		    strcmp(j->etag, etag) == 0)
+			return 1;
+	}
+	j = &v->queue[(v->q_head + v->q_len) % v->q_cap];
+	j->key = strdup(key);
+	j->etag = strdup(etag);
+	if (!j->key || !j->etag) {
+		free(j->key);
+		free(j->etag);
+		return -ENOMEM;
+	}
+	j->index = index;
+	j->size = size;
+	v->q_len++;
+	pthread_cond_broadcast(&v->queue_cond);
+	return 0;
+}
+
 /* Queue chunk @index of @f for the prefetch threads, unless it is cached
  * or queued.  false when the queue is full. */
 static bool prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
 {
-	char name[CHUNK_NAME_LEN + 1];
-	struct prefetch_job *j;
 	bool ok = true;
-	size_t i;
+	int rc;
 
-	name_chunk(v, f->key, f->etag, index, name);
-	if (cache_contains(v->cache, name))
-		return true;
 	pthread_mutex_lock(&v->lock);
-	if (v->q_len == v->q_cap) {
+	rc = queue_job(v, f->key, f->etag, index, f->size);
+	if (rc == -ENOSPC)
 		ok = false;
+	if (rc != 0)
 		goto out;
-	}
-	for (i = 0; i < v->q_len; i++) {
-		j = &v->queue[(v->q_head + i) % v->q_cap];
-		if (j->index == index && strcmp(j->key, f->key) == 0 &&
-		    strcmp(j->etag, f->etag) == 0)
-			goto out;
-	}
-	j = &v->queue[(v->q_head + v->q_len) % v->q_cap];
-	j->key = strdup(f->key);
-	j->etag = strdup(f->etag);
-	if (!j->key || !j->etag) {
-		free(j->key);
-		free(j->etag);
-		goto out;
-	}
-	j->index = index;
-	j->size = f->size;
-	v->q_len++;
 	__atomic_fetch_add(&f->misses, 1, __ATOMIC_RELAXED); /* from S3 */
 	if (index < __atomic_load_n(&f->pf_lo, __ATOMIC_RELAXED))
 		__atomic_store_n(&f->pf_lo, index, __ATOMIC_RELAXED);
 	if (index + 1 > __atomic_load_n(&f->pf_hi, __ATOMIC_RELAXED))
 		__atomic_store_n(&f->pf_hi, index + 1, __ATOMIC_RELAXED);
-	pthread_cond_broadcast(&v->queue_cond);
 out:
 	pthread_mutex_unlock(&v->lock);
 	return ok;
@@ -2068,6 +2090,119 @@ static void *prefetch_main(void *arg)
 	return NULL;
 }
 
+/* The files a speculative fetch picks: the first SPEC_AHEAD names after
+ * @after, in byte order, each owned. */
+struct spec_ctx {
+	const char *after;
+	struct spec_pick {
+		char *name, *etag;
+		uint64_t size;
+	} pick[SPEC_AHEAD];
+	unsigned n;
+};
+
+static int on_spec_entry(void *ctx, const struct meta_entry *e)
+{
+	struct spec_ctx *sc = ctx;
+	struct spec_pick p;
+	unsigned i;
+
+	if (e->is_dir || !e->etag || e->size == 0 || e->size > SPEC_SMALL_MAX ||
+	    strcmp(e->name, sc->after) <= 0)
+		return 0;
+	if (sc->n == SPEC_AHEAD &&
+	    strcmp(e->name, sc->pick[SPEC_AHEAD - 1].name) >= 0)
+		return 0;
+	p.name = strdup(e->name);
+	p.etag = strdup(e->etag);
+	p.size = e->size;
+	if (!p.name || !p.etag) {
+		free(p.name);
+		free(p.etag);
+		return -ENOMEM;
+	}
+	if (sc->n == SPEC_AHEAD) {
+		sc->n--;
+		free(sc->pick[sc->n].name);
+		free(sc->pick[sc->n].etag);
+	}
+	for (i = sc->n; i > 0 && strcmp(sc->pick[i - 1].name, p.name) > 0; i--)
+		sc->pick[i] = sc->pick[i - 1];
+	sc->pick[i] = p;
+	sc->n++;
+	return 0;
+}
+
+/*
+ * @f, a small file, is read from its start and missed the cache: when the
+ * last small file that missed was another one of the same folder, queue
+ * the next ones of the folder's fresh listing (see SPEC_AHEAD).
+ */
+static void speculate(struct vfs *v, struct vfs_file *f)
+{
+	const char *slash = strrchr(f->key, '/');
+	size_t dlen = slash ? (size_t)(slash - f->key) + 1 : 0;
+	struct spec_ctx sc = { .after = f->key + dlen };
+	char name[CHUNK_NAME_LEN + 1], *dir, *base, *key = NULL;
+	struct cache_stats cs;
+	int64_t exp = 0;
+	bool run;
+	unsigned i;
+
+	if (f->size > v->conf.chunk_size)
+		return;
+	name_chunk(v, f->key, f->etag, 0, name);
+	if (cache_contains(v->cache, name))
+		return;
+	dir = strndup(f->key, dlen);
+	base = strdup(sc.after);
+	if (!dir || !base) {
+		free(dir);
+		free(base);
+		return;
+	}
+	pthread_mutex_lock(&v->lock);
+	run = v->spec_dir && strcmp(v->spec_dir, dir) == 0 &&
+	      strcmp(v->spec_name, base) != 0;
+	free(v->spec_dir);
+	free(v->spec_name);
+	v->spec_dir = dir;
+	v->spec_name = base;
+	pthread_mutex_unlock(&v->lock);
+	if (!run)
+		return;
+	cache_get_stats(v->cache, &cs);
+	if (cs.used_bytes + (uint64_t)SPEC_AHEAD * SPEC_SMALL_MAX >
+	    cs.cap_bytes / 100 * SPEC_CACHE_PCT)
+		return;
+	/* dir is v->spec_dir: read it under the lock only */
+	pthread_mutex_lock(&v->lock);
+	dir = v->spec_dir ? strdup(v->spec_dir) : NULL;
+	pthread_mutex_unlock(&v->lock);
+	if (!dir)
+		return;
+	if (meta_listing_get(v->meta, dir, &exp, on_spec_entry, &sc) < 0 ||
+	    exp <= now_ms())
+		goto out;
+	pthread_mutex_lock(&v->lock);
+	for (i = 0; i < sc.n; i++) {
+		if (asprintf(&key, "%s%s", dir, sc.pick[i].name) < 0)
+			break;
+		if (sc.pick[i].size <= v->conf.chunk_size &&
+		    queue_job(v, key, sc.pick[i].etag, 0, sc.pick[i].size) ==
+			    -ENOSPC)
+			i = sc.n; /* full: the next read tries again */
+		free(key);
+	}
+	pthread_mutex_unlock(&v->lock);
+out:
+	for (i = 0; i < sc.n; i++) {
+		free(sc.pick[i].name);
+		free(sc.pick[i].etag);
+	}
+	free(dir);
+}
+
 /* Update @f's readahead window for a read of [off, end) and queue the
  * chunks it now covers. */
 static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
@@ -2103,6 +2238,8 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		prefetch(v, f, i);
 	if (!f->window && f->size)
 		fetch_whole(v, f);
+	if (off == 0 && f->size && f->size <= SPEC_SMALL_MAX)
+		speculate(v, f);
 }
 
 /* A read failed with 412: the object changed since @f was opened. */
@@ -2463,6 +2600,8 @@ void vfs_free(struct vfs *v)
 	pthread_mutex_lock(&v->lock);
 	flush_touches_locked(v);
 	pthread_mutex_unlock(&v->lock);
+	free(v->spec_dir);
+	free(v->spec_name);
 	/* fetches no thread finished: no reader is left to wait on them */
 	while (v->inflight) {
 		struct inflight *fl = v->inflight;
