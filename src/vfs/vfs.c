@@ -67,7 +67,7 @@
 /* A chunk missing from the cache is fetched as parts: sub-range GETs of at
  * least PART_MIN bytes, at most PARTS_MAX of them (one bit each in a mask),
  * run in parallel by the reader that needs one and the idle prefetch
- * threads.  A reader returns once its parts are in; the rest of the chunk
+ * threads (a chunk fetched ahead of a reader is one GET).  A reader returns once its parts are in; the rest of the chunk
  * is left to the prefetch threads, for at most INFLIGHT_SOFT chunks at a
  * time (past that, a reader finishes its chunk before it returns).  Memory
  * in flight: at most (INFLIGHT_SOFT + prefetch threads + FUSE threads)
@@ -75,11 +75,13 @@
 #define PART_MIN (1u << 20)
 #define PARTS_MAX 64
 #define INFLIGHT_SOFT 8
-/* A file read at random that missed this many chunks is fetched whole in
- * the background, through the prefetch queue, when it is at most
- * RANDOM_WHOLE_MAX and a quarter of the cache's cap. */
+/* A file read at random in small reads (not a reader of a few larger
+ * pieces, like the columns of a Parquet file) that missed this many
+ * chunks is fetched whole in the background, through the prefetch queue,
+ * when it is at most RANDOM_WHOLE_MAX and a quarter of the cache's cap. */
 #define RANDOM_WHOLE_MISSES 8
 #define RANDOM_WHOLE_MAX (256ull << 20)
+#define RANDOM_READ_MAX (256u << 10) /* reads that count as random ones */
 /* Small files of a folder read one after the other: once two in a row
  * miss the cache, the next SPEC_AHEAD files of the folder's listing (in
  * name order) of at most SPEC_SMALL_MAX bytes are queued ahead, while the
@@ -144,6 +146,7 @@ struct vfs_file {
 	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
 	uint64_t ra_next;      /* first chunk index not yet queued */
 	uint64_t whole_next;   /* random: next chunk of the whole-file fetch */
+	uint64_t small_random; /* random reads of at most RANDOM_READ_MAX */
 	uint64_t hits, misses; /* chunk reads by source, atomics */
 	/* chunks [pf_lo, pf_hi) held a chunk this handle had fetched ahead
 	 * (from S3): reading one is no cache hit.  Atomics. */
@@ -1737,10 +1740,12 @@ static void inflight_free(struct inflight *fl)
 
 /* Start fetching chunk @index (@len bytes) of @key at @etag: a new entry
  * at the end of v->inflight with no part claimed, or NULL (-ENOMEM).
- * Under v->lock; wakes the prefetch threads to help. */
+ * @whole: in one GET (a chunk fetched ahead: fewer, larger requests keep
+ * more bytes in flight), else in parts (a reader waits for it).  Under
+ * v->lock; wakes the prefetch threads to help. */
 static struct inflight *inflight_new(struct vfs *v, const char *key,
 				     const char *etag, uint64_t index,
-				     uint64_t len, const char *name)
+				     uint64_t len, const char *name, bool whole)
 {
 	struct inflight *fl = calloc(1, sizeof(*fl)), **pp;
 
@@ -1759,6 +1764,8 @@ static struct inflight *inflight_new(struct vfs *v, const char *key,
 	fl->part = (len + PARTS_MAX - 1) / PARTS_MAX;
 	if (fl->part < PART_MIN)
 		fl->part = PART_MIN;
+	if (whole && len)
+		fl->part = len;
 	fl->n_parts = len ? (unsigned)((len + fl->part - 1) / fl->part) : 1;
 	for (pp = &v->inflight; *pp; pp = &(*pp)->next)
 		;
@@ -1909,7 +1916,7 @@ static int get_chunk(struct vfs *v, const char *key, const char *etag,
 		return -EAGAIN;
 	}
 	if (!fl)
-		fl = inflight_new(v, key, etag, index, chunk_len, name);
+		fl = inflight_new(v, key, etag, index, chunk_len, name, false);
 	if (!fl) {
 		pthread_mutex_unlock(&v->lock);
 		return -ENOMEM;
@@ -2034,6 +2041,8 @@ static void fetch_whole(struct vfs *v, struct vfs_file *f)
 		return;
 	pthread_mutex_lock(&f->lock);
 	i = f->whole_next;
+	if (f->small_random < RANDOM_WHOLE_MISSES)
+		i = n;
 	pthread_mutex_unlock(&f->lock);
 	if (i >= n)
 		return;
@@ -2081,7 +2090,7 @@ static void *prefetch_main(void *arg)
 		    inflight_new(
 			    v, j.key, j.etag, j.index,
 			    chunk_len_of(j.index, j.size, v->conf.chunk_size),
-			    name))
+			    name, true))
 			STAT_ADD(v, prefetches, 1);
 		free(j.key);
 		free(j.etag);
@@ -2220,6 +2229,8 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	} else {
 		f->window = 0;
 		f->ra_next = 0;
+		if (end - off <= RANDOM_READ_MAX)
+			f->small_random++;
 	}
 	if (end > f->next_off || f->window == 0)
 		f->next_off = end;
