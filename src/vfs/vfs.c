@@ -1856,6 +1856,8 @@ static void fetch_part(struct vfs *v, struct inflight *fl, unsigned p)
 		fl->rc = rc;
 		fl->claimed = all_parts(fl); /* the rest is not worth a GET */
 	}
+	/* readers of this part need not wait for the chunk's admission */
+	pthread_cond_broadcast(&v->queue_cond);
 	if (fl->busy == 0 && fl->claimed == all_parts(fl) && !fl->settling)
 		settle(v, fl);
 	pthread_cond_broadcast(&v->queue_cond);
