@@ -6,7 +6,8 @@
  * objects.  It answers lookups and listings from the metadata store while
  * their TTL holds and from S3 (LIST, HEAD) when it does not, and reads
  * files through the chunk cache, fetching missing chunks with ranged GETs
- * that carry If-Match with the ETag seen at open.
+ * that carry If-Match with the ETag seen at open: parallel sub-range GETs
+ * of 1 MiB per chunk, a reader returning once its own part is in.
  *
  * Names.  A key segment becomes a file name unless it cannot be one: empty
  * segments (from "//"), "." and "..", and segments over 255 bytes are not
@@ -59,7 +60,8 @@ struct vfs_conf {
 	uint64_t meta_ttl_ms;	  /* trust metadata this long */
 	uint64_t negative_ttl_ms; /* trust "no such name" this long */
 	uint64_t readahead;	  /* largest window ahead of a reader */
-	unsigned prefetch;	  /* threads fetching ahead (>= 1) */
+	unsigned prefetch;	  /* threads fetching ahead and parts of
+				   * missing chunks (>= 1) */
 	/* writes (see cache/writeback.h) */
 	const char *cache_dir;	      /* staging files go below it */
 	uint64_t part_size;	      /* multipart part size */

@@ -350,7 +350,8 @@ static const struct opt_def opt_table[] = {
 	  .min = 1,
 	  .max = 64,
 	  .group = "cache",
-	  .help = "ranged GETs in flight ahead of sequential readers" },
+	  .help = "threads fetching ahead of readers and parts of missing "
+		  "chunks" },
 	/* mount */
 	{ .name = "ro",
 	  O_BOOL(ro),

@@ -348,6 +348,9 @@ int http_perform(struct http *h, const struct http_request *req, long *status)
 	curl_easy_setopt(c, CURLOPT_URL, req->url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_SHARE, h->share);
+	/* the shared connection cache keeps this many idle connections;
+	 * curl's default of 5 closes the extra ones of parallel readers */
+	curl_easy_setopt(c, CURLOPT_MAXCONNECTS, (long)h->conf.max_idle);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS,

@@ -64,6 +64,32 @@
 #define TOUCH_BATCH 64	      /* object access stamps written per batch */
 #define TOUCH_MAX_AGE_MS 5000 /* ... or at least this often */
 #define HASH_MIN 256
+#define SMALL_GET_MAX (256u << 10) /* lookups GET files this small */
+/* A chunk missing from the cache is fetched as parts: sub-range GETs of at
+ * least PART_MIN bytes, at most PARTS_MAX of them (one bit each in a mask),
+ * run in parallel by the reader that needs one and the idle prefetch
+ * threads (a chunk fetched ahead of a reader is one GET).  A reader returns once its parts are in; the rest of the chunk
+ * is left to the prefetch threads, for at most INFLIGHT_SOFT chunks at a
+ * time (past that, a reader finishes its chunk before it returns).  Memory
+ * in flight: at most (INFLIGHT_SOFT + prefetch threads + FUSE threads)
+ * chunks. */
+#define PART_MIN (1u << 20)
+#define PARTS_MAX 64
+#define INFLIGHT_SOFT 8
+/* A file read at random in small reads (not a reader of a few larger
+ * pieces, like the columns of a Parquet file) that missed this many
+ * chunks is fetched whole in the background, through the prefetch queue,
+ * when it is at most RANDOM_WHOLE_MAX and a quarter of the cache's cap. */
+#define RANDOM_WHOLE_MISSES 8
+#define RANDOM_WHOLE_MAX (256ull << 20)
+#define RANDOM_READ_MAX (256u << 10) /* reads that count as random ones */
+/* Small files of a folder read one after the other: once two in a row
+ * miss the cache, the next SPEC_AHEAD files of the folder's listing (in
+ * name order) of at most SPEC_SMALL_MAX bytes are queued ahead, while the
+ * cache stays under SPEC_CACHE_PCT % of its cap. */
+#define SPEC_SMALL_MAX (256u << 10)
+#define SPEC_AHEAD 8
+#define SPEC_CACHE_PCT 80
 #define SYMLINK_MAX 4095 /* longest target; smaller objects may be links */
 
 /* Attributes from user metadata (x-amz-meta-mode, -uid, -gid, -mtime). */
@@ -121,19 +147,36 @@ struct vfs_file {
 	uint64_t next_off;     /* end of the reads so far */
 	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
 	uint64_t ra_next;      /* first chunk index not yet queued */
+	uint64_t whole_next;   /* random: next chunk of the whole-file fetch */
+	uint64_t small_random; /* random reads of at most RANDOM_READ_MAX */
 	uint64_t hits, misses; /* chunk reads by source, atomics */
 	/* chunks [pf_lo, pf_hi) held a chunk this handle had fetched ahead
 	 * (from S3): reading one is no cache hit.  Atomics. */
 	uint64_t pf_lo, pf_hi;
 };
 
-/* A chunk fetch in flight, shared by everyone who needs that chunk. */
+/*
+ * A chunk fetch in flight, shared by everyone who needs that chunk, on
+ * v->inflight (oldest first) until it is settled: admitted to the cache
+ * (or the ring) or failed.  Every field but data is under v->lock.  The
+ * bytes of part p land in data at p * part, written only by the thread
+ * that claimed p and read by others only once p's bit is in fetched.
+ * Freed by the last of refs to leave once it is done.
+ */
 struct inflight {
 	char name[CHUNK_NAME_LEN + 1];
-	unsigned refs; /* under v->lock */
-	bool done;
-	int rc;
-	struct buf data; /* the whole chunk once done and rc == 0 */
+	char *key, *etag; /* owned */
+	uint64_t index;
+	uint64_t len;  /* of the chunk */
+	uint64_t part; /* bytes per part; the last may be shorter */
+	unsigned n_parts;
+	uint64_t claimed, fetched; /* bit p: part p taken, part p in data */
+	unsigned busy;		   /* parts being fetched */
+	unsigned waiters;	   /* readers waiting for parts */
+	unsigned refs;		   /* threads using it */
+	bool settling, done;
+	int rc;	    /* the first part's failure, or 0 */
+	char *data; /* len bytes, owned */
 	struct inflight *next;
 };
 
@@ -162,14 +205,16 @@ struct vfs {
 	struct node **by_ino, **by_name;
 	size_t n_buckets, n_nodes;
 	uint64_t next_ino;
-	int64_t started; /* seconds: the time shown for directories */
-	struct inflight *inflight;
+	int64_t started;	   /* seconds: the time shown for directories */
+	struct inflight *inflight; /* oldest first */
+	unsigned n_inflight;	   /* on that list */
 	struct mem_chunk ring[MEM_RING];
 	/* handles the kernel has not released yet, freed by vfs_free */
 	struct vfs_file *files;
 	struct vfs_dir *dirs;
 	uint64_t ring_clock;
 	int64_t offline_until_ms;
+	char *spec_dir, *spec_name; /* the last small file that missed */
 	struct meta_touch *touches; /* pending object access stamps */
 	char **touch_keys;
 	size_t n_touches;
@@ -871,12 +916,91 @@ static int on_any(void *ctx, const struct s3_list_page *p)
 	return 1;
 }
 
+/* @f and the object's row from what S3 said of file @key at @t. */
+static void found_from_info(struct vfs *v, const char *key,
+			    struct s3_object_info *info, int64_t t,
+			    struct found *f)
+{
+	struct meta_object o = { 0 };
+
+	o.key = (char *)key;
+	o.etag = info->etag;
+	o.size = info->size;
+	o.mtime = info->mtime;
+	o.checked_ms = t;
+	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
+	xattrs_from_info(&f->x, info);
+	xattrs_to_object(&o, &f->x);
+	meta_object_put(v->meta, &o);
+	f->is_dir = false;
+	f->etag = info->etag;
+	info->etag = NULL;
+	f->size = info->size;
+	f->mtime = info->mtime;
+	f->expires_ms = o.expires_ms;
+}
+
+static void name_chunk(struct vfs *v, const char *key, const char *etag,
+		       uint64_t index, char name[CHUNK_NAME_LEN + 1]);
+
+static int sink_small(void *ctx, const void *data, size_t len)
+{
+	int rc = buf_add(ctx, data, len);
+
+	return rc == -EMSGSIZE ? -EIO : rc;
+}
+
+/*
+ * Ask S3 about @key, which a fresh listing says is a file of @size bytes.
+ * A file of at most SMALL_GET_MAX (and one chunk) is fetched with one GET
+ * in place of a HEAD: its headers are the attributes and its bytes go to
+ * the cache as chunk 0 of the version they came with, so the `cat` that
+ * usually follows costs nothing more.  Larger ones get a HEAD.
+ */
+static int resolve_file_s3(struct vfs *v, const char *key, uint64_t size,
+			   struct found *f)
+{
+	uint64_t want = v->conf.chunk_size < SMALL_GET_MAX ? v->conf.chunk_size
+							   : SMALL_GET_MAX;
+	struct s3_get_opts opts = { .offset = 0, .length = want };
+	struct s3_object_info info = { 0 };
+	struct buf data = BUF_INIT((size_t)want);
+	char name[CHUNK_NAME_LEN + 1];
+	int64_t t = now_ms();
+	int rc;
+
+	if (size > 0 && size <= want) {
+		rc = s3_get(v->s3, key, &opts, sink_small, &data, &info);
+		if (rc == 0 && info.etag && info.size == data.len &&
+		    info.size > 0) {
+			struct cache_ref ref = { .key = key,
+						 .etag = info.etag,
+						 .index = 0 };
+
+			name_chunk(v, key, info.etag, 0, name);
+			if (cache_put(v->cache, name, &ref, data.data,
+				      data.len) == 0)
+				STAT_ADD(v, chunk_fetches, 1);
+		}
+	} else {
+		rc = s3_head(v->s3, key, &info);
+	}
+	note_s3(v, rc);
+	if (rc == 0)
+		found_from_info(v, key, &info, t, f);
+	if (rc == -ENOENT)
+		meta_negative_put(v->meta, key,
+				  t + (int64_t)v->conf.negative_ttl_ms);
+	s3_object_info_release(&info);
+	buf_release(&data);
+	return rc;
+}
+
 /* Ask S3 what @key is: a directory (some key below key/), a file, or
  * nothing (-ENOENT). */
 static int resolve_s3(struct vfs *v, const char *key, struct found *f)
 {
 	struct s3_object_info info = { 0 };
-	struct meta_object o = { 0 };
 	char *dir = NULL;
 	bool any = false;
 	int64_t t = now_ms();
@@ -893,21 +1017,7 @@ static int resolve_s3(struct vfs *v, const char *key, struct found *f)
 		rc = s3_head(v->s3, key, &info);
 	if (rc < 0)
 		goto out;
-	o.key = (char *)key;
-	o.etag = info.etag;
-	o.size = info.size;
-	o.mtime = info.mtime;
-	o.checked_ms = t;
-	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
-	xattrs_from_info(&f->x, &info);
-	xattrs_to_object(&o, &f->x);
-	meta_object_put(v->meta, &o);
-	f->is_dir = false;
-	f->etag = info.etag;
-	info.etag = NULL;
-	f->size = info.size;
-	f->mtime = info.mtime;
-	f->expires_ms = o.expires_ms;
+	found_from_info(v, key, &info, t, f);
 out:
 	note_s3(v, rc);
 	if (rc == -ENOENT)
@@ -971,7 +1081,32 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		rc = 0;
 		goto out;
 	}
-	/* 5. S3 */
+	/* 5. a fresh listing of the parent: one LIST answers every name in
+	 * it, a file's attributes then come with its GET or HEAD */
+	if (!is_offline(v)) {
+		struct list_ctx lc = { 0 };
+		struct meta_object lo = { 0 };
+
+		exp = 0;
+		rc = list_dir(v, dir_path, &lc);
+		if (rc == 0)
+			rc = meta_listing_find(v->meta, dir, name, &exp,
+					       &is_dir, &lo);
+		list_ctx_release(&lc);
+		if (rc >= 0 && exp > t) {
+			if (rc == 1)
+				rc = -ENOENT;
+			else if (is_dir)
+				f->is_dir = true;
+			else
+				rc = resolve_file_s3(v, key, lo.size, f);
+			meta_object_release(&lo);
+			if (rc == 0 || rc == -ENOENT || !unavailable(rc))
+				goto out;
+		}
+		meta_object_release(&lo);
+	}
+	/* 6. S3 */
 	rc = resolve_s3(v, key, f);
 	if (rc < 0 && unavailable(rc) && stale_ok)
 		rc = found_from_object(f, &o);
@@ -1585,191 +1720,521 @@ static void ring_put(struct vfs *v, const char *name, struct buf *data)
 	pthread_mutex_unlock(&v->lock);
 }
 
-static int sink_buf(void *ctx, const void *data, size_t len)
+/* Where a part lands: its place in the chunk's buffer. */
+struct part_sink {
+	char *p;
+	size_t cap, len;
+};
+
+static int sink_part(void *ctx, const void *data, size_t len)
 {
-	int rc = buf_add(ctx, data, len);
+	struct part_sink *d = ctx;
 
-	return rc == -EMSGSIZE ? -EIO : rc;
-}
-
-/*
- * GET chunk @index (of @len bytes) of @key at version @etag into @out,
- * then admit it to the cache (or the ring when the cache cannot take it).
- */
-static int fetch_chunk(struct vfs *v, const char *key, const char *etag,
-		       uint64_t index, uint64_t len, const char *name,
-		       struct buf *out)
-{
-	struct s3_get_opts opts = {
-		.offset = index * v->conf.chunk_size,
-		.length = len,
-		.if_match = etag,
-	};
-	struct cache_ref ref = { .key = key, .etag = etag, .index = index };
-	int rc;
-
-	rc = buf_grow(out, len);
-	if (rc == 0)
-		rc = s3_get(v->s3, key, &opts, sink_buf, out, NULL);
-	note_s3(v, rc);
-	if (rc == 0 && out->len != len) {
-		log_error("'%s': chunk %llu came with %zu bytes, not %llu", key,
-			  (unsigned long long)index, out->len,
-			  (unsigned long long)len);
-		rc = -EIO;
-	}
-	if (rc < 0)
-		return rc;
-	STAT_ADD(v, chunk_fetches, 1);
-	if (cache_put(v->cache, name, &ref, out->data, out->len) < 0) {
-		struct buf copy = BUF_INIT(out->max);
-
-		STAT_ADD(v, cache_bypass, 1);
-		if (buf_add(&copy, out->data, out->len) == 0)
-			ring_put(v, name, &copy);
-		buf_release(&copy);
-	}
+	if (len > d->cap - d->len)
+		return -EIO; /* more than asked for */
+	memcpy(d->p + d->len, data, len);
+	d->len += len;
 	return 0;
 }
 
+static uint64_t all_parts(const struct inflight *fl)
+{
+	return fl->n_parts == 64 ? UINT64_MAX : (1ull << fl->n_parts) - 1;
+}
+
+/* The inflight fetch of chunk @name, or NULL.  Under v->lock. */
+static struct inflight *inflight_find(struct vfs *v, const char *name)
+{
+	struct inflight *fl;
+
+	for (fl = v->inflight; fl; fl = fl->next)
+		if (strcmp(fl->name, name) == 0)
+			return fl;
+	return NULL;
+}
+
+static void inflight_free(struct inflight *fl)
+{
+	free(fl->key);
+	free(fl->etag);
+	free(fl->data);
+	free(fl);
+}
+
+/* Start fetching chunk @index (@len bytes) of @key at @etag: a new entry
+ * at the end of v->inflight with no part claimed, or NULL (-ENOMEM).
+ * @whole: in one GET (a chunk fetched ahead: fewer, larger requests keep
+ * more bytes in flight), else in parts (a reader waits for it).  Under
+ * v->lock; wakes the prefetch threads to help. */
+static struct inflight *inflight_new(struct vfs *v, const char *key,
+				     const char *etag, uint64_t index,
+				     uint64_t len, const char *name, bool whole)
+{
+	struct inflight *fl = calloc(1, sizeof(*fl)), **pp;
+
+	if (!fl)
+		return NULL;
+	fl->key = strdup(key);
+	fl->etag = strdup(etag);
+	fl->data = malloc(len ? len : 1);
+	if (!fl->key || !fl->etag || !fl->data) {
+		inflight_free(fl);
+		return NULL;
+	}
+	memcpy(fl->name, name, sizeof(fl->name));
+	fl->index = index;
+	fl->len = len;
+	fl->part = (len + PARTS_MAX - 1) / PARTS_MAX;
+	if (fl->part < PART_MIN)
+		fl->part = PART_MIN;
+	if (whole && len)
+		fl->part = len;
+	fl->n_parts = len ? (unsigned)((len + fl->part - 1) / fl->part) : 1;
+	for (pp = &v->inflight; *pp; pp = &(*pp)->next)
+		;
+	*pp = fl;
+	v->n_inflight++;
+	pthread_cond_broadcast(&v->queue_cond);
+	return fl;
+}
+
+/* Drop a reference to @fl; frees it when it was the last and the fetch
+ * is settled.  Under v->lock. */
+static void inflight_put(struct inflight *fl)
+{
+	if (--fl->refs == 0 && fl->done)
+		inflight_free(fl);
+}
+
 /*
- * Make chunk @index available: join the fetch in flight for it, or run
- * one.  When @out is not NULL, copy [off, off + len) of the chunk into it
- * and store the count in *got.
+ * Every part of @fl is in, or one failed and none is still running:
+ * admit the chunk to the cache (or the ring when the cache cannot take
+ * it), then take it off v->inflight.  Called and returns with v->lock
+ * held, by a thread holding a reference; drops the lock meanwhile.
+ */
+static void settle(struct vfs *v, struct inflight *fl)
+{
+	struct cache_ref ref = { .key = fl->key,
+				 .etag = fl->etag,
+				 .index = fl->index };
+	struct inflight **pp;
+
+	fl->settling = true;
+	if (fl->rc == 0) {
+		pthread_mutex_unlock(&v->lock);
+		STAT_ADD(v, chunk_fetches, 1);
+		if (cache_put(v->cache, fl->name, &ref, fl->data, fl->len) <
+		    0) {
+			struct buf copy = BUF_INIT(CHUNK_SIZE_MAX);
+
+			STAT_ADD(v, cache_bypass, 1);
+			if (buf_add(&copy, fl->data, fl->len) == 0)
+				ring_put(v, fl->name, &copy);
+			buf_release(&copy);
+		}
+		pthread_mutex_lock(&v->lock);
+	}
+	fl->done = true;
+	for (pp = &v->inflight; *pp != fl; pp = &(*pp)->next)
+		;
+	*pp = fl->next;
+	v->n_inflight--;
+	pthread_cond_broadcast(&v->queue_cond);
+}
+
+/*
+ * GET part @p of @fl, which the caller claimed (and counted in busy),
+ * with If-Match: the version the chunk names.  Settles @fl when it was
+ * the last part running.  Called and returns with v->lock held (and a
+ * reference to @fl); drops the lock for the request.
+ */
+static void fetch_part(struct vfs *v, struct inflight *fl, unsigned p)
+{
+	uint64_t off = (uint64_t)p * fl->part;
+	uint64_t len = fl->len - off < fl->part ? fl->len - off : fl->part;
+	struct s3_get_opts opts = {
+		.offset = fl->index * v->conf.chunk_size + off,
+		.length = len,
+		.if_match = fl->etag,
+	};
+	struct part_sink d = { .p = fl->data + off, .cap = (size_t)len };
+	int rc = 0;
+
+	pthread_mutex_unlock(&v->lock);
+	if (len)
+		rc = s3_get(v->s3, fl->key, &opts, sink_part, &d, NULL);
+	note_s3(v, rc);
+	if (rc == 0 && d.len != len) {
+		log_error("'%s': chunk %llu came with %zu bytes at %llu, not "
+			  "%llu",
+			  fl->key, (unsigned long long)fl->index, d.len,
+			  (unsigned long long)off, (unsigned long long)len);
+		rc = -EIO;
+	}
+	pthread_mutex_lock(&v->lock);
+	fl->busy--;
+	if (rc == 0) {
+		fl->fetched |= 1ull << p;
+	} else if (fl->rc == 0) {
+		fl->rc = rc;
+		fl->claimed = all_parts(fl); /* the rest is not worth a GET */
+	}
+	/* readers of this part need not wait for the chunk's admission */
+	pthread_cond_broadcast(&v->queue_cond);
+	if (fl->busy == 0 && fl->claimed == all_parts(fl) && !fl->settling)
+		settle(v, fl);
+	pthread_cond_broadcast(&v->queue_cond);
+}
+
+/* Claim the first unclaimed part of @fl within @mask: its number, or -1.
+ * Under v->lock. */
+static int claim(struct inflight *fl, uint64_t mask)
+{
+	uint64_t free_parts = mask & ~fl->claimed;
+	int p;
+
+	if (!free_parts || fl->rc)
+		return -1;
+	p = __builtin_ctzll(free_parts);
+	fl->claimed |= 1ull << p;
+	fl->busy++;
+	return p;
+}
+
+/* Bits of the parts of @fl holding [off, off + len), len > 0. */
+static uint64_t parts_of(const struct inflight *fl, uint64_t off, size_t len)
+{
+	uint64_t lo = off / fl->part, hi = (off + len - 1) / fl->part;
+
+	if (hi >= fl->n_parts)
+		hi = fl->n_parts - 1;
+	if (lo > hi)
+		lo = hi;
+	return (hi - lo + 1 == 64 ? UINT64_MAX
+				  : ((1ull << (hi - lo + 1)) - 1) << lo);
+}
+
+/*
+ * Copy [off, off + len) of chunk @index into @out (count in *got): from
+ * the ring, or from the fetch in flight for it, joined or started.  The
+ * caller fetches the parts it needs that nobody has claimed and returns
+ * once they are in; the prefetch threads fetch the rest.  -EAGAIN when
+ * the chunk reached the cache since the caller looked.
  */
 static int get_chunk(struct vfs *v, const char *key, const char *etag,
 		     uint64_t index, uint64_t chunk_len, const char *name,
 		     uint64_t off, void *out, size_t len, size_t *got)
 {
-	struct inflight *fl, **pp;
-	bool mine = false;
-	int rc;
+	struct inflight *fl;
+	uint64_t want;
+	int rc, p;
 
 	pthread_mutex_lock(&v->lock);
-	if (out && ring_read(v, name, off, out, len, got)) {
+	if (ring_read(v, name, off, out, len, got)) {
 		pthread_mutex_unlock(&v->lock);
 		return 0;
 	}
-	for (fl = v->inflight; fl; fl = fl->next)
-		if (strcmp(fl->name, name) == 0)
-			break;
+	fl = inflight_find(v, name);
 	/* a fetch that ended since the caller looked may have cached it */
 	if (!fl && cache_contains(v->cache, name)) {
 		pthread_mutex_unlock(&v->lock);
 		return -EAGAIN;
 	}
+	if (!fl)
+		fl = inflight_new(v, key, etag, index, chunk_len, name, false);
 	if (!fl) {
-		fl = calloc(1, sizeof(*fl));
-		if (!fl) {
-			pthread_mutex_unlock(&v->lock);
-			return -ENOMEM;
-		}
-		memcpy(fl->name, name, sizeof(fl->name));
-		buf_init(&fl->data, chunk_len);
-		fl->next = v->inflight;
-		v->inflight = fl;
-		mine = true;
+		pthread_mutex_unlock(&v->lock);
+		return -ENOMEM;
 	}
 	fl->refs++;
-	if (mine) {
-		pthread_mutex_unlock(&v->lock);
-		rc = fetch_chunk(v, key, etag, index, chunk_len, name,
-				 &fl->data);
-		pthread_mutex_lock(&v->lock);
-		fl->rc = rc;
-		fl->done = true;
-		for (pp = &v->inflight; *pp != fl; pp = &(*pp)->next)
-			;
-		*pp = fl->next;
-		pthread_cond_broadcast(&v->queue_cond);
-	} else {
-		while (!fl->done)
+	want = len ? parts_of(fl, off, len) : 0;
+	fl->waiters++;
+	while (!fl->rc && (fl->fetched & want) != want) {
+		p = claim(fl, want);
+		if (p >= 0)
+			fetch_part(v, fl, (unsigned)p);
+		else
 			pthread_cond_wait(&v->queue_cond, &v->lock);
 	}
+	fl->waiters--;
 	rc = fl->rc;
-	if (rc == 0 && out) {
-		*got = off >= fl->data.len ? 0 : fl->data.len - off;
+	if (rc == 0) {
+		*got = off >= fl->len ? 0 : fl->len - off;
 		if (*got > len)
 			*got = len;
-		memcpy(out, fl->data.data + off, *got);
+		memcpy(out, fl->data + off, *got);
+		/* bound the chunks left for the prefetch threads to finish */
+		while (v->n_inflight > INFLIGHT_SOFT &&
+		       (p = claim(fl, all_parts(fl))) >= 0)
+			fetch_part(v, fl, (unsigned)p);
 	}
-	if (--fl->refs == 0) {
-		buf_release(&fl->data);
-		free(fl);
-	}
+	inflight_put(fl);
 	pthread_mutex_unlock(&v->lock);
 	return rc;
 }
 
-/* Queue chunk @index of @f for the prefetch threads, unless it is cached,
- * queued or the queue is full. */
-static void prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
+/* Queue chunk @index of @key at @etag (an object of @size bytes) for the
+ * prefetch threads.  0 when queued, 1 when cached or queued already,
+ * -ENOSPC when the queue is full, -ENOMEM.  Under v->lock. */
+static int queue_job(struct vfs *v, const char *key, const char *etag,
+		     uint64_t index, uint64_t size)
 {
 	char name[CHUNK_NAME_LEN + 1];
 	struct prefetch_job *j;
 	size_t i;
 
-	name_chunk(v, f->key, f->etag, index, name);
-	if (cache_contains(v->cache, name))
-		return;
-	pthread_mutex_lock(&v->lock);
+	name_chunk(v, key, etag, index, name);
+	if (cache_contains(v->cache, name) || inflight_find(v, name))
+		return 1;
 	if (v->q_len == v->q_cap)
-		goto out;
+		return -ENOSPC;
 	for (i = 0; i < v->q_len; i++) {
 		j = &v->queue[(v->q_head + i) % v->q_cap];
-		if (j->index == index && strcmp(j->key, f->key) == 0 &&
-		    strcmp(j->etag, f->etag) == 0)
-			goto out;
+		if (j->index == index && strcmp(j->key, key) == 0 &&
+		    strcmp(j->etag, etag) == 0)
+			return 1;
 	}
 	j = &v->queue[(v->q_head + v->q_len) % v->q_cap];
-	j->key = strdup(f->key);
-	j->etag = strdup(f->etag);
+	j->key = strdup(key);
+	j->etag = strdup(etag);
 	if (!j->key || !j->etag) {
 		free(j->key);
 		free(j->etag);
-		goto out;
+		return -ENOMEM;
 	}
 	j->index = index;
-	j->size = f->size;
+	j->size = size;
 	v->q_len++;
+	pthread_cond_broadcast(&v->queue_cond);
+	return 0;
+}
+
+/* Queue chunk @index of @f for the prefetch threads, unless it is cached
+ * or queued.  false when the queue is full. */
+static bool prefetch(struct vfs *v, struct vfs_file *f, uint64_t index)
+{
+	bool ok = true;
+	int rc;
+
+	pthread_mutex_lock(&v->lock);
+	rc = queue_job(v, f->key, f->etag, index, f->size);
+	if (rc == -ENOSPC)
+		ok = false;
+	if (rc != 0)
+		goto out;
 	__atomic_fetch_add(&f->misses, 1, __ATOMIC_RELAXED); /* from S3 */
 	if (index < __atomic_load_n(&f->pf_lo, __ATOMIC_RELAXED))
 		__atomic_store_n(&f->pf_lo, index, __ATOMIC_RELAXED);
 	if (index + 1 > __atomic_load_n(&f->pf_hi, __ATOMIC_RELAXED))
 		__atomic_store_n(&f->pf_hi, index + 1, __ATOMIC_RELAXED);
-	pthread_cond_broadcast(&v->queue_cond);
 out:
 	pthread_mutex_unlock(&v->lock);
+	return ok;
 }
 
+/* The oldest fetch in flight with a part nobody claimed, one a reader
+ * waits for first, and a reference to it, claimed part in *p; NULL when
+ * there is none.  Under v->lock. */
+static struct inflight *claim_any(struct vfs *v, int *p)
+{
+	struct inflight *fl;
+	int pass;
+
+	for (pass = 0; pass < 2; pass++) {
+		for (fl = v->inflight; fl; fl = fl->next) {
+			if (pass == 0 && !fl->waiters)
+				continue;
+			*p = claim(fl, all_parts(fl));
+			if (*p >= 0) {
+				fl->refs++;
+				return fl;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* @f is read at random: once it missed RANDOM_WHOLE_MISSES chunks, queue
+ * the rest of it, if small enough, as far as the queue takes it. */
+static void fetch_whole(struct vfs *v, struct vfs_file *f)
+{
+	uint64_t n = chunk_count_of(f->size, v->conf.chunk_size), i;
+	struct cache_stats cs;
+
+	if (f->size > RANDOM_WHOLE_MAX ||
+	    __atomic_load_n(&f->misses, __ATOMIC_RELAXED) < RANDOM_WHOLE_MISSES)
+		return;
+	pthread_mutex_lock(&f->lock);
+	i = f->whole_next;
+	if (f->small_random < RANDOM_WHOLE_MISSES)
+		i = n;
+	pthread_mutex_unlock(&f->lock);
+	if (i >= n)
+		return;
+	cache_get_stats(v->cache, &cs);
+	if (f->size > cs.cap_bytes / 4)
+		return;
+	while (i < n && prefetch(v, f, i))
+		i++;
+	pthread_mutex_lock(&f->lock);
+	if (i > f->whole_next)
+		f->whole_next = i;
+	pthread_mutex_unlock(&f->lock);
+}
+
+/*
+ * A prefetch thread: fetches the unclaimed parts of chunks in flight
+ * (readers wait on those first), else starts the next queued chunk.
+ */
 static void *prefetch_main(void *arg)
 {
 	struct vfs *v = arg;
 	char name[CHUNK_NAME_LEN + 1];
 	struct prefetch_job j;
+	struct inflight *fl;
+	int p;
 
 	pthread_mutex_lock(&v->lock);
-	for (;;) {
-		while (!v->stopping && v->q_len == 0)
+	while (!v->stopping) {
+		fl = claim_any(v, &p);
+		if (fl) {
+			fetch_part(v, fl, (unsigned)p);
+			inflight_put(fl);
+			continue;
+		}
+		if (v->q_len == 0) {
 			pthread_cond_wait(&v->queue_cond, &v->lock);
-		if (v->stopping)
-			break;
+			continue;
+		}
 		j = v->queue[v->q_head];
 		v->q_head = (v->q_head + 1) % v->q_cap;
 		v->q_len--;
-		pthread_mutex_unlock(&v->lock);
 		name_chunk(v, j.key, j.etag, j.index, name);
-		if (!cache_contains(v->cache, name) &&
-		    get_chunk(v, j.key, j.etag, j.index,
-			      chunk_len_of(j.index, j.size, v->conf.chunk_size),
-			      name, 0, NULL, 0, NULL) == 0)
+		if (!inflight_find(v, name) &&
+		    !cache_contains(v->cache, name) &&
+		    inflight_new(
+			    v, j.key, j.etag, j.index,
+			    chunk_len_of(j.index, j.size, v->conf.chunk_size),
+			    name, true))
 			STAT_ADD(v, prefetches, 1);
 		free(j.key);
 		free(j.etag);
-		pthread_mutex_lock(&v->lock);
 	}
 	pthread_mutex_unlock(&v->lock);
 	return NULL;
+}
+
+/* The files a speculative fetch picks: the first SPEC_AHEAD names after
+ * @after, in byte order, each owned. */
+struct spec_ctx {
+	const char *after;
+	struct spec_pick {
+		char *name, *etag;
+		uint64_t size;
+	} pick[SPEC_AHEAD];
+	unsigned n;
+};
+
+static int on_spec_entry(void *ctx, const struct meta_entry *e)
+{
+	struct spec_ctx *sc = ctx;
+	struct spec_pick p;
+	unsigned i;
+
+	if (e->is_dir || !e->etag || e->size == 0 || e->size > SPEC_SMALL_MAX ||
+	    strcmp(e->name, sc->after) <= 0)
+		return 0;
+	if (sc->n == SPEC_AHEAD &&
+	    strcmp(e->name, sc->pick[SPEC_AHEAD - 1].name) >= 0)
+		return 0;
+	p.name = strdup(e->name);
+	p.etag = strdup(e->etag);
+	p.size = e->size;
+	if (!p.name || !p.etag) {
+		free(p.name);
+		free(p.etag);
+		return -ENOMEM;
+	}
+	if (sc->n == SPEC_AHEAD) {
+		sc->n--;
+		free(sc->pick[sc->n].name);
+		free(sc->pick[sc->n].etag);
+	}
+	for (i = sc->n; i > 0 && strcmp(sc->pick[i - 1].name, p.name) > 0; i--)
+		sc->pick[i] = sc->pick[i - 1];
+	sc->pick[i] = p;
+	sc->n++;
+	return 0;
+}
+
+/*
+ * @f, a small file, is read from its start and missed the cache: when the
+ * last small file that missed was another one of the same folder, queue
+ * the next ones of the folder's fresh listing (see SPEC_AHEAD).
+ */
+static void speculate(struct vfs *v, struct vfs_file *f)
+{
+	const char *slash = strrchr(f->key, '/');
+	size_t dlen = slash ? (size_t)(slash - f->key) + 1 : 0;
+	struct spec_ctx sc = { .after = f->key + dlen };
+	char name[CHUNK_NAME_LEN + 1], *dir, *base, *key = NULL;
+	struct cache_stats cs;
+	int64_t exp = 0;
+	bool run;
+	unsigned i;
+
+	if (f->size > v->conf.chunk_size)
+		return;
+	name_chunk(v, f->key, f->etag, 0, name);
+	if (cache_contains(v->cache, name))
+		return;
+	dir = strndup(f->key, dlen);
+	base = strdup(sc.after);
+	if (!dir || !base) {
+		free(dir);
+		free(base);
+		return;
+	}
+	pthread_mutex_lock(&v->lock);
+	run = v->spec_dir && strcmp(v->spec_dir, dir) == 0 &&
+	      strcmp(v->spec_name, base) != 0;
+	free(v->spec_dir);
+	free(v->spec_name);
+	v->spec_dir = dir;
+	v->spec_name = base;
+	pthread_mutex_unlock(&v->lock);
+	if (!run)
+		return;
+	cache_get_stats(v->cache, &cs);
+	if (cs.used_bytes + (uint64_t)SPEC_AHEAD * SPEC_SMALL_MAX >
+	    cs.cap_bytes / 100 * SPEC_CACHE_PCT)
+		return;
+	/* dir is v->spec_dir: read it under the lock only */
+	pthread_mutex_lock(&v->lock);
+	dir = v->spec_dir ? strdup(v->spec_dir) : NULL;
+	pthread_mutex_unlock(&v->lock);
+	if (!dir)
+		return;
+	if (meta_listing_get(v->meta, dir, &exp, on_spec_entry, &sc) < 0 ||
+	    exp <= now_ms())
+		goto out;
+	pthread_mutex_lock(&v->lock);
+	for (i = 0; i < sc.n; i++) {
+		if (asprintf(&key, "%s%s", dir, sc.pick[i].name) < 0)
+			break;
+		if (sc.pick[i].size <= v->conf.chunk_size &&
+		    queue_job(v, key, sc.pick[i].etag, 0, sc.pick[i].size) ==
+			    -ENOSPC)
+			i = sc.n; /* full: the next read tries again */
+		free(key);
+	}
+	pthread_mutex_unlock(&v->lock);
+out:
+	for (i = 0; i < sc.n; i++) {
+		free(sc.pick[i].name);
+		free(sc.pick[i].etag);
+	}
+	free(dir);
 }
 
 /* Update @f's readahead window for a read of [off, end) and queue the
@@ -1789,10 +2254,14 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	} else {
 		f->window = 0;
 		f->ra_next = 0;
+		if (end - off <= RANDOM_READ_MAX)
+			f->small_random++;
 	}
 	if (end > f->next_off || f->window == 0)
 		f->next_off = end;
-	first = chunk_index_of(end, cs);
+	/* the chunks this read touches are the reader's own to fetch: a
+	 * prefetch of them would only hand its GET to a busy thread */
+	first = chunk_index_of(end - 1, cs) + 1;
 	if (f->ra_next > first)
 		first = f->ra_next;
 	last = f->window ? chunk_index_of(end + f->window - 1, cs) : 0;
@@ -1803,6 +2272,10 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	pthread_mutex_unlock(&f->lock);
 	for (i = first; f->window && i <= last && f->size; i++)
 		prefetch(v, f, i);
+	if (!f->window && f->size)
+		fetch_whole(v, f);
+	if (off == 0 && f->size && f->size <= SPEC_SMALL_MAX)
+		speculate(v, f);
 }
 
 /* A read failed with 412: the object changed since @f was opened. */
@@ -2164,6 +2637,15 @@ void vfs_free(struct vfs *v)
 	pthread_mutex_lock(&v->lock);
 	flush_touches_locked(v);
 	pthread_mutex_unlock(&v->lock);
+	free(v->spec_dir);
+	free(v->spec_name);
+	/* fetches no thread finished: no reader is left to wait on them */
+	while (v->inflight) {
+		struct inflight *fl = v->inflight;
+
+		v->inflight = fl->next;
+		inflight_free(fl);
+	}
 	for (i = 0; v->queue && i < v->q_len; i++) {
 		free(v->queue[(v->q_head + i) % v->q_cap].key);
 		free(v->queue[(v->q_head + i) % v->q_cap].etag);
