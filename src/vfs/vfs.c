@@ -2492,7 +2492,12 @@ int vfs_cache_info(struct vfs *v, uint64_t ino, struct vfs_cache_info *out)
 	if (rc == 0) {
 		wf = wb_find(v->wb, key);
 		if (wf) {
-			out->staged = true;
+			/* an uploaded file stays in the table until its
+			 * chunks are cached: staged means not uploaded */
+			struct wb_stat ws;
+
+			wb_stat(v->wb, wf, &ws);
+			out->staged = ws.dirty;
 			wb_put(v->wb, wf);
 		}
 	}

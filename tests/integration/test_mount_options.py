@@ -218,7 +218,8 @@ def test_cache_memory_lives_in_ram_and_goes_at_exit(mount, s3, bucket, s3rver):
     assert len(new) == 1, new
     folder = "/dev/shm/" + new.pop()
     assert perm(folder) == 0o700
-    assert len(chunk_files(folder)) == 2
+    # a reader is answered before its chunk is written to the cache
+    wait_for(lambda: len(chunk_files(folder)) == 2, 10, "both chunks cached in RAM")
     gets = len(object_requests(s3rver, bucket, "GET", "f"))
     subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
     assert read_file(m.path / "f") == data
@@ -248,12 +249,13 @@ def test_xattrs_show_the_cache_state(mount, s3, bucket):
     with open(f, "rb") as fh:  # the last chunk: no read-ahead past it
         fh.seek(2 * MiB + 10)
         assert fh.read(100) == data[2 * MiB + 10:2 * MiB + 110]
+    wait_for(lambda: xattrs(f)["user.s3cachefs.cached_bytes"] == str(MiB), 10, "the chunk cached")
     x = xattrs(f)
     assert x["user.s3cachefs.cached_bytes"] == str(MiB)
     assert x["user.s3cachefs.cached_chunks"] == "1/3"
     assert x["user.s3cachefs.last_open"] == "s3"
     assert read_file(f) == data
-    assert xattrs(f)["user.s3cachefs.cached_bytes"] == str(3 * MiB)
+    wait_for(lambda: xattrs(f)["user.s3cachefs.cached_bytes"] == str(3 * MiB), 10, "all cached")
     subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
     assert read_file(f) == data
     assert xattrs(f)["user.s3cachefs.last_open"] == "cache"
