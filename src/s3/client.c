@@ -1675,12 +1675,18 @@ int s3_list_page(struct s3 *s, const char *prefix, const char *delimiter,
 int s3_list_all(struct s3 *s, const char *prefix, const char *delimiter,
 		s3_list_fn fn, void *ctx)
 {
+	return s3_list_pages(s, prefix, delimiter, 0, fn, ctx);
+}
+
+int s3_list_pages(struct s3 *s, const char *prefix, const char *delimiter,
+		  unsigned max_keys, s3_list_fn fn, void *ctx)
+{
 	struct s3_list_page page = { 0 };
 	char *token = NULL;
 	int rc;
 
 	for (;;) {
-		rc = s3_list_page(s, prefix, delimiter, token, 0, &page);
+		rc = s3_list_page(s, prefix, delimiter, token, max_keys, &page);
 		if (rc < 0)
 			break;
 		rc = fn(ctx, &page);
