@@ -40,6 +40,7 @@ struct tree {
 	struct tree_item *it; /* owned; sorted by tree_finish() */
 	size_t n, cap;
 	char *last_key; /* the greatest key added, owned, or NULL */
+	char *cut_key;	/* see tree_cut(), owned, or NULL */
 };
 
 /* True when @name (of @len bytes) may be a file name (vfs.h's rules). */
@@ -62,11 +63,20 @@ int tree_add_key(struct tree *t, const char *key, const char *etag,
 int tree_add_prefix(struct tree *t, const char *prefix);
 
 /*
- * Sort, drop duplicates, let folders win over files.  With @complete false
- * (the listing stopped before its end), drop every folder whose prefix the
- * last key added starts with: only folders whose keys all came are kept.
+ * The listing stops here, before its end: the folders holding the greatest
+ * key added so far (base included) are not wholly known.  The rest of base
+ * may then be added from a delimiter listing starting after that key.
+ * 0 or -ENOMEM.
  */
-void tree_finish(struct tree *t, bool complete);
+int tree_cut(struct tree *t);
+
+/*
+ * Sort, drop duplicates, let folders win over files.  After tree_cut(),
+ * drop every folder holding the key it was cut at, except base when
+ * @base_complete (the rest of base was added since): only folders whose
+ * keys all came are kept.
+ */
+void tree_finish(struct tree *t, bool base_complete);
 
 /*
  * After tree_finish(), the folders in byte order: from index *i, set *dir

@@ -141,7 +141,14 @@ static int item_cmp(const void *a, const void *b)
 	return c ? c : (int)y->is_dir - (int)x->is_dir;
 }
 
-void tree_finish(struct tree *t, bool complete)
+int tree_cut(struct tree *t)
+{
+	free(t->cut_key);
+	t->cut_key = strdup(t->last_key ? t->last_key : t->base);
+	return t->cut_key ? 0 : -ENOMEM;
+}
+
+void tree_finish(struct tree *t, bool base_complete)
 {
 	size_t i, o = 0;
 
@@ -152,8 +159,9 @@ void tree_finish(struct tree *t, bool complete)
 		struct tree_item *e = &t->it[i];
 		const struct tree_item *p = o > 0 ? &t->it[o - 1] : NULL;
 
-		if (!complete && t->last_key &&
-		    strncmp(t->last_key, e->dir, strlen(e->dir)) == 0) {
+		if (t->cut_key &&
+		    strncmp(t->cut_key, e->dir, strlen(e->dir)) == 0 &&
+		    !(base_complete && strcmp(e->dir, t->base) == 0)) {
 			item_free(e); /* its folder may hold more */
 			continue;
 		}
@@ -201,5 +209,6 @@ void tree_release(struct tree *t)
 	free(t->it);
 	free(t->base);
 	free(t->last_key);
+	free(t->cut_key);
 	memset(t, 0, sizeof(*t));
 }

@@ -841,45 +841,43 @@ out:
 /*
  * LIST directory lc->dir from S3 and store it.  Fills lc.  First its whole
  * subtree without delimiter, up to conf.list_flat_keys keys: every folder
- * below is stored too.  When the subtree is bigger, the folders wholly
- * read are stored, and lc->dir is listed alone.
+ * below is stored too.  When the subtree is bigger, the listing goes on
+ * with delimiter after the last key read, which completes lc->dir alone;
+ * the folders wholly read are stored too.
  */
 static int list_from_s3(struct vfs *v, struct list_ctx *lc)
 {
 	struct tree_ctx tc = { 0 };
+	const char *after = NULL;
 	int64_t t = now_ms();
 	int rc;
 
+	rc = tree_init(&tc.t, lc->dir);
+	if (rc < 0)
+		goto out;
 	if (v->conf.list_flat_keys && !noflat(v, lc->dir)) {
-		rc = tree_init(&tc.t, lc->dir);
-		if (rc < 0)
-			goto out;
 		tc.max = v->conf.list_flat_keys;
-		rc = s3_list_pages(v->s3, lc->dir, NULL,
+		rc = s3_list_pages(v->s3, lc->dir, NULL, NULL,
 				   (unsigned)(tc.max < LIST_PAGE_KEYS
 						      ? tc.max
 						      : LIST_PAGE_KEYS),
 				   on_tree_page, &tc);
 		note_s3(v, rc);
-		if (rc < 0)
-			goto out;
-		tree_finish(&tc.t, !tc.cut);
-		rc = store_tree(v, &tc.t, t, lc);
 		if (rc < 0 || !tc.cut)
-			goto out;
-		log_debug("list '%s': more than %llu keys below: listed alone",
+			goto done;
+		log_debug("list '%s': more than %llu keys below: the rest "
+			  "with delimiter",
 			  lc->dir, (unsigned long long)tc.max);
 		note_noflat(v, &tc);
-		tree_release(&tc.t);
-		free(tc.first_key);
-		memset(&tc, 0, sizeof(tc));
-		t = now_ms();
+		rc = tree_cut(&tc.t);
+		if (rc < 0)
+			goto out;
+		after = tc.t.cut_key;
 	}
-	rc = tree_init(&tc.t, lc->dir);
-	if (rc < 0)
-		goto out;
-	rc = s3_list_all(v->s3, lc->dir, "/", on_tree_page, &tc);
+	tc.max = 0;
+	rc = s3_list_pages(v->s3, lc->dir, "/", after, 0, on_tree_page, &tc);
 	note_s3(v, rc);
+done:
 	if (rc < 0)
 		goto out;
 	tree_finish(&tc.t, true);

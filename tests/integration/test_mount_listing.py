@@ -120,11 +120,14 @@ def test_subtree_bigger_than_the_bound_lists_per_directory(mount, s3, bucket, s3
     assert walk(m.path) == want
     lists = list_requests(s3rver, bucket)
     flat = [line for line in lists if "delimiter" not in line]
-    # root: flat (cut after 10 keys of big/), then alone; big/: alone (it
-    # alone holds more than 10 keys, so no flat try); small/: flat, which
-    # also gives small/a/ and small/b/.
+    # root: flat (cut after 10 keys of big/), then the rest of the root
+    # with delimiter after big/009; big/: alone (it alone holds more than
+    # 10 keys, so no flat try); small/: flat, which also gives small/a/ and
+    # small/b/.
     assert len(flat) == 2, lists
     assert len(lists) == 4, lists
+    rest = [line for line in lists if "start-after=" in line]
+    assert len(rest) == 1 and "start-after=big%2F009" in rest[0], lists
     assert any("prefix=small%2F" in line for line in flat), lists
 
 

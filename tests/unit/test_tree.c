@@ -46,7 +46,9 @@ static void check_flat(const char *base, const char *const *keys, bool done,
 	for (i = 0; keys[i]; i++)
 		is_int(tree_add_key(&t, keys[i], "\"e\"", 1, 2), 0,
 		       "%s: add '%s'", what, keys[i]);
-	tree_finish(&t, done);
+	if (!done)
+		is_int(tree_cut(&t), 0, "%s: cut", what);
+	tree_finish(&t, false);
 	got = render(&t);
 	is_str(got, want, "%s", what);
 	free(got);
@@ -121,6 +123,22 @@ int main(void)
 	is_str(got, "b/:f,s/,t/", "delimiter: same rules, no sub-listings");
 	free(got);
 	tree_release(&t);
+	tree_release(&t);
+
+	/* cut, then the rest of the base from a delimiter listing */
+	is_int(tree_init(&t, ""), 0, "cut+rest: init");
+	tree_add_key(&t, "a/1", NULL, 1, 0);
+	tree_add_key(&t, "b/c/1", NULL, 1, 0);
+	tree_add_key(&t, "b/d/1", NULL, 1, 0);
+	is_int(tree_cut(&t), 0, "cut+rest: cut");
+	tree_add_prefix(&t, "b/");
+	tree_add_prefix(&t, "e/");
+	tree_add_key(&t, "f", NULL, 1, 0);
+	tree_finish(&t, true);
+	got = render(&t);
+	is_str(got, "(root):a/,b/,e/,f | a/:1 | b/c/:1",
+	       "cut+rest: the base is whole, the cut folders are not");
+	free(got);
 	tree_release(&t);
 	return done_testing();
 }
