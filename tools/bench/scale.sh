@@ -20,7 +20,8 @@
 # Prints markdown tables (seconds; IOPS for fio).
 #
 # Environment: N (objects, default 100000), SYSTEMS (default "ours s3fs
-# rclone"), KEEP=1 keeps the work directory.
+# rclone"), OP_TIMEOUT (seconds one operation may take, default 300),
+# KEEP=1 keeps the work directory.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +32,7 @@ source "$repo_root/tools/lib/common.sh"
 build_dir=${1:-$repo_root/build}
 N=${N:-100000}
 SYSTEMS=${SYSTEMS:-ours s3fs rclone}
+OP_TIMEOUT=${OP_TIMEOUT:-300}
 BIG=10000
 [ "$N" -gt "$BIG" ] || die "N must be above $BIG"
 bin=$build_dir/src/s3cachefs
@@ -127,17 +129,22 @@ umount_fs() {
     mount_pid=
 }
 
-# secs CMD...: run, print the seconds it took
+# secs OP: run do_OP, print the seconds it took (">T" past OP_TIMEOUT)
 secs() {
     local t0 t1
     t0=$(date +%s.%N)
-    "$@" >/dev/null
+    if ! OP=$1 timeout "$OP_TIMEOUT" bash -c "$(declare -f "do_$1"); do_$1" >/dev/null; then
+        echo ">$OP_TIMEOUT"
+        return
+    fi
     t1=$(date +%s.%N)
     awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}'
 }
-do_ls() { ls -l "$mnt/big" | wc -l; }
-do_find() { find "$mnt" | wc -l; }
-do_stat() { python3 -c 'import os,sys; [os.lstat(p.rstrip("\n")) for p in open(sys.argv[1])]' "$work/stat.list"; }
+# shellcheck disable=SC2012 # counting entries
+do_ls() { ls -l "$MNT/big" | wc -l; }
+do_find() { find "$MNT" | wc -l; }
+do_stat() { python3 -c 'import os,sys; [os.lstat(p.rstrip("\n")) for p in open(sys.argv[1])]' "$STATLIST"; }
+export MNT=$mnt STATLIST=$work/stat.list
 
 declare -A res
 for sys in $SYSTEMS; do
@@ -148,8 +155,8 @@ for sys in $SYSTEMS; do
     for op in ls find stat; do
         rm -rf "$work/cache-$sys"
         mount_fs "$sys"
-        res[$sys.$op.cold]=$(secs "do_$op")
-        res[$sys.$op.warm]=$(secs "do_$op")
+        res[$sys.$op.cold]=$(secs "$op")
+        res[$sys.$op.warm]=$(secs "$op")
         umount_fs
         say "$sys $op: cold ${res[$sys.$op.cold]} s, warm ${res[$sys.$op.warm]} s"
     done
@@ -173,6 +180,7 @@ if command -v fio >/dev/null; then
     sed "s|^|$mnt/|" "$work/keys" | xargs -d '\n' -P 8 -n 64 cat >/dev/null
     hit_many=$(fio_hit)
     chunks=$(find "$work/cache-ours" -type f | wc -l)
+    say "hot/file cached chunks: $(getfattr --only-values -n user.s3cachefs.cached_chunks "$mnt/hot/file" 2>&1)"
     umount_fs
     say "cache hits: $hit_few IOPS with 256 chunks, $hit_many IOPS with $chunks files in the cache"
 fi
