@@ -294,7 +294,7 @@ static const struct opt_def opt_table[] = {
 	  O_UINT(list_flat),
 	  .def = "5000",
 	  .min = 0,
-	  .max = 1000000,
+	  .max = 100000, /* ~200 bytes of memory per key while listing */
 	  .group = "cache",
 	  .help = "list a directory's whole subtree in one LIST of up to "
 		  "this many keys (0: off)" },
