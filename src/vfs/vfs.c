@@ -783,8 +783,8 @@ static void note_noflat(struct vfs *v, const struct tree_ctx *tc)
 	pthread_mutex_unlock(&v->lock);
 }
 
-/* Store every folder of @t, and copy the entries of lc->dir into @lc when
- * @t holds them. */
+/* Store every folder of @t, and copy the entries of lc->dir into @lc (may
+ * be NULL) when @t holds them. */
 static int store_tree(struct vfs *v, const struct tree *t, int64_t fetched,
 		      struct list_ctx *lc)
 {
@@ -796,7 +796,7 @@ static int store_tree(struct vfs *v, const struct tree *t, int64_t fetched,
 	int rc = 0;
 
 	while (tree_next_dir(t, &i, &dir, &e, &n)) {
-		bool mine = strcmp(dir, lc->dir) == 0;
+		bool mine = lc && strcmp(dir, lc->dir) == 0;
 
 		if (n > cap) {
 			struct meta_entry *m = realloc(me, n * sizeof(*m));
@@ -983,6 +983,46 @@ static int on_any(void *ctx, const struct s3_list_page *p)
 	return 1;
 }
 
+/*
+ * Whether some key starts with @dir: with list_flat, one page of the
+ * subtree without delimiter, whose folders are stored as list_from_s3()
+ * stores them (an opendir that follows the lookup lists nothing); else one
+ * page with delimiter.
+ */
+static int probe_dir(struct vfs *v, const char *dir, bool *any)
+{
+	struct tree_ctx tc = { 0 };
+	int64_t t = now_ms();
+	int rc;
+
+	if (!v->conf.list_flat_keys)
+		return s3_list_all(v->s3, dir, "/", on_any, any);
+	rc = tree_init(&tc.t, dir);
+	if (rc < 0)
+		goto out;
+	tc.max = v->conf.list_flat_keys < LIST_PAGE_KEYS
+			 ? v->conf.list_flat_keys
+			 : LIST_PAGE_KEYS;
+	rc = s3_list_pages(v->s3, dir, NULL, NULL, (unsigned)tc.max,
+			   on_tree_page, &tc);
+	if (rc < 0)
+		goto out;
+	*any = tc.keys > 0;
+	if (!*any)
+		goto out;
+	if (tc.cut) {
+		rc = tree_cut(&tc.t);
+		if (rc < 0)
+			goto out;
+	}
+	tree_finish(&tc.t, false);
+	rc = store_tree(v, &tc.t, t, NULL);
+out:
+	tree_release(&tc.t);
+	free(tc.first_key);
+	return rc;
+}
+
 /* Ask S3 what @key is: a directory (some key below key/), a file, or
  * nothing (-ENOENT). */
 static int resolve_s3(struct vfs *v, const char *key, struct found *f)
@@ -996,7 +1036,7 @@ static int resolve_s3(struct vfs *v, const char *key, struct found *f)
 
 	if (asprintf(&dir, "%s/", key) < 0)
 		return -ENOMEM;
-	rc = s3_list_all(v->s3, dir, "/", on_any, &any);
+	rc = probe_dir(v, dir, &any);
 	if (rc == 0 && any) {
 		f->is_dir = true;
 		goto out;
