@@ -20,7 +20,7 @@
 # Prints markdown tables (seconds; IOPS for fio).
 #
 # Environment: N (objects, default 100000), SYSTEMS (default "ours s3fs
-# rclone"), OP_TIMEOUT (seconds one operation may take, default 300),
+# rclone"), HIT=0 skips the cache-hit part, OP_TIMEOUT (seconds one operation may take, default 300),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 
@@ -57,6 +57,7 @@ cleanup() {
 trap cleanup EXIT
 
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
+unset AWS_CA_BUNDLE # rclone refuses a CA bundle with its own transport
 
 say "filling bucket 'scale' with $N objects in $work/data"
 mkdir -p "$work/data/scale" "$mnt"
@@ -92,6 +93,17 @@ n = s3.list_objects_v2(Bucket="scale", Prefix="big/", MaxKeys=5)["KeyCount"]
 body = s3.get_object(Bucket="scale", Key="big/f00003")["Body"].read()
 assert n == 5 and body == b"object big/f00003\n", (n, body)
 PY
+raw_ls=$(python3 - "$endpoint" <<'PY'
+import sys, time, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+t = time.monotonic()
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket="scale", Prefix="big/", Delimiter="/")
+n = sum(p["KeyCount"] for p in pages)
+assert n == 10000, n
+print(f"{time.monotonic() - t:.2f}")
+PY
+)
+say "raw: a delimiter listing of big/ (10 pages, boto3) takes $raw_ls s"
 shuf -n 1000 --random-source=<(yes) "$work/keys" | sed "s|^|$mnt/|" >"$work/stat.list"
 
 mount_fs() { # SYSTEM [extra s3cachefs options]
@@ -170,7 +182,7 @@ fio_hit() { # one pass of 4 KiB random reads over hot/file, page cache dropped
         awk -F';' '{printf "%d", $8}'
 }
 hit_few=- hit_many=-
-if command -v fio >/dev/null; then
+if [ "${HIT:-1}" = 1 ] && command -v fio >/dev/null; then
     say "cache hits: 256 chunks cached"
     rm -rf "$work/cache-ours"
     mount_fs ours ",chunk_size=64K,meta_ttl=1h"
@@ -190,6 +202,7 @@ echo "## Scaling: $N objects, loopback s3rver, $(date -u +%Y-%m-%dT%H:%MZ), $(np
 echo
 echo "| system | ls -l 10,000 cold | warm | find $N cold | warm | stat 1,000 cold | warm |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| raw LIST (boto3) | $raw_ls s | | | | | |"
 for sys in $SYSTEMS; do
     [ -n "${res[$sys.ls.cold]:-}" ] || continue
     echo "| $sys | ${res[$sys.ls.cold]} s | ${res[$sys.ls.warm]} s | ${res[$sys.find.cold]} s | ${res[$sys.find.warm]} s | ${res[$sys.stat.cold]} s | ${res[$sys.stat.warm]} s |"
