@@ -20,7 +20,7 @@
 # Prints markdown tables (seconds; IOPS for fio).
 #
 # Environment: N (objects, default 100000), SYSTEMS (default "ours s3fs
-# rclone"), HIT=0 skips the cache-hit part, OP_TIMEOUT (seconds one operation may take, default 300),
+# rclone"; "" for none), HIT=0 skips the cache-hit part, OP_TIMEOUT (seconds one operation may take, default 300),
 # KEEP=1 keeps the work directory.
 set -euo pipefail
 
@@ -31,7 +31,7 @@ source "$repo_root/tools/lib/common.sh"
 
 build_dir=${1:-$repo_root/build}
 N=${N:-100000}
-SYSTEMS=${SYSTEMS:-ours s3fs rclone}
+SYSTEMS=${SYSTEMS-ours s3fs rclone}
 OP_TIMEOUT=${OP_TIMEOUT:-300}
 BIG=10000
 [ "$N" -gt "$BIG" ] || die "N must be above $BIG"
