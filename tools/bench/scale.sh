@@ -19,9 +19,10 @@
 # object read once).
 # Prints markdown tables (seconds; IOPS for fio).
 #
-# Environment: N (objects, default 100000), SYSTEMS (default "ours s3fs
-# rclone"; "" for none), HIT=0 skips the cache-hit part, OP_TIMEOUT (seconds one operation may take, default 300),
-# KEEP=1 keeps the work directory.
+# Environment: N (objects, default 100000); SYSTEMS (default "ours s3fs
+# rclone", "" for none); HIT=0 skips the cache-hit part; OP_TIMEOUT
+# (seconds one operation may take, default 300); KEEP=1 keeps the work
+# directory.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
