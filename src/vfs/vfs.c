@@ -1075,7 +1075,7 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		   struct found *f)
 {
 	struct meta_object o = { 0 };
-	char *dir = dir_prefix_of(v, dir_path), *key = NULL;
+	char *dir = dir_prefix_of(v, dir_path), *key = NULL, *sub = NULL;
 	int64_t exp = 0, t = now_ms();
 	bool is_dir = false, stale_ok = false;
 	int rc;
@@ -1099,6 +1099,17 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 	}
 	meta_object_release(&o);
 	memset(&o, 0, sizeof(o));
+	/* 1b. its own listing, stored by a listing of an ancestor or a probe
+	 * of this name (resolve_s3) */
+	if (asprintf(&sub, "%s/", key) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (meta_listing_expiry(v->meta, sub, &exp) == 0 && exp > t) {
+		f->is_dir = true;
+		rc = 0;
+		goto out;
+	}
 	/* 2. a negative entry */
 	if (meta_negative_get(v->meta, key, &exp) == 0 && exp > t) {
 		rc = -ENOENT;
@@ -1119,6 +1130,7 @@ out:
 	meta_object_release(&o);
 	free(dir);
 	free(key);
+	free(sub);
 	return rc;
 }
 

@@ -108,6 +108,13 @@ def test_find_in_a_subfolder_costs_one_list_of_that_subtree(mount, s3, bucket, s
     # the lookup of d5 lists d5/ flat, which serves the opendirs below too
     assert len(lists) == 1, lists
     assert "prefix=d5%2F" in lists[0] and "delimiter" not in lists[0], lists
+    # after a remount within meta_ttl, d5 is known as a folder by its own
+    # stored listing, though the root was never listed
+    m.unmount()
+    m.remount()
+    s3rver.clear_log()
+    assert find(m.path / "d5") == got
+    assert list_requests(s3rver, bucket) == [], "a remount within meta_ttl listed again"
 
 
 def test_subtree_bigger_than_the_bound_lists_per_directory(mount, s3, bucket, s3rver):
