@@ -1069,6 +1069,8 @@ static int open_stores(struct app *app)
 	vc.cache_dir = app->cache_dir;
 	vc.part_size = app->o.part_size;
 	vc.multipart_threshold = app->o.multipart_threshold;
+	vc.writeback_async = app->o.writeback == OPT_WRITEBACK_ASYNC;
+	vc.uploaders = (unsigned)app->o.uploads;
 	vc.ro = app->o.ro;
 	vc.uid = app->o.uid >= 0 ? (uint32_t)app->o.uid : getuid();
 	vc.gid = app->o.gid >= 0 ? (uint32_t)app->o.gid : getgid();
@@ -1182,12 +1184,32 @@ static void stop_ctl(struct app *app)
 	app->admin = NULL;
 }
 
+/*
+ * The peak resident size of this process in KiB, -1 if unknown: VmHWM, not
+ * getrusage's ru_maxrss, which keeps the peak of whatever process exec'd us.
+ */
+static long peak_rss_kib(void)
+{
+	char line[128];
+	long kib = -1;
+	FILE *fp = fopen("/proc/self/status", "re");
+
+	if (!fp)
+		return -1;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	fclose(fp);
+	return kib;
+}
+
 /* The one stats line, in key=value form: tests parse it. */
 static void log_stats(struct app *app)
 {
 	struct vfs_stats vs = { 0 };
 	struct cache_stats cs = { 0 };
 	struct s3_stats ss = { 0 };
+	long peak_kib = peak_rss_kib();
 
 	if (!log_enabled(LOG_LVL_INFO))
 		return;
@@ -1203,14 +1225,15 @@ static void log_stats(struct app *app)
 		 "; cache used=%" PRIu64 " cap=%" PRIu64 " chunks=%" PRIu64
 		 " hits=%" PRIu64 " misses=%" PRIu64 " admitted=%" PRIu64
 		 " evicted=%" PRIu64 " corrupt=%" PRIu64 " wrong_key=%" PRIu64
-		 " disk_errors=%" PRIu64 "; s3 get=%" PRIu64 " head=%" PRIu64
-		 " list=%" PRIu64 " retries=%" PRIu64 " errors=%" PRIu64,
+		 " disk_errors=%" PRIu64 " opens=%" PRIu64 "; s3 get=%" PRIu64
+		 " head=%" PRIu64 " list=%" PRIu64 " retries=%" PRIu64
+		 " errors=%" PRIu64 "; proc peak_rss_kib=%ld",
 		 vs.reads, vs.bytes_read, vs.chunk_hits, vs.chunk_fetches,
 		 vs.prefetches, vs.stale, vs.cache_bypass, cs.used_bytes,
 		 cs.cap_bytes, cs.chunks, cs.hits, cs.misses, cs.admitted,
 		 cs.evicted, cs.corrupt, cs.wrong_key, cs.disk_errors,
-		 ss.requests[S3_OP_GET], ss.requests[S3_OP_HEAD],
-		 ss.requests[S3_OP_LIST], ss.retries, ss.errors);
+		 cs.file_opens, ss.requests[S3_OP_GET], ss.requests[S3_OP_HEAD],
+		 ss.requests[S3_OP_LIST], ss.retries, ss.errors, peak_kib);
 }
 
 /* Build everything, serve, and say how it went: the exit status. */

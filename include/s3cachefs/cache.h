@@ -84,6 +84,9 @@ struct cache_stats {
 	 * without files deleted */
 	uint64_t open_orphans;
 	uint64_t open_stale;
+	/* chunk files opened by cache_read (the store keeps them open, so
+	 * a repeated hit does not count) */
+	uint64_t file_opens;
 };
 
 struct cache;
@@ -101,7 +104,8 @@ int cache_open(const struct cache_conf *conf, struct meta *m,
 void cache_close(struct cache *c);
 
 /*
- * Copy bytes [off, off + len) of cached chunk @name into @out; the chunk is
+ * Copy bytes [off, off + len) of cached chunk @name into @out, through the
+ * chunk store's open-file cache (chunk_read_cached); the chunk is
  * pinned meanwhile and its access time updated (in memory).  Returns the
  * bytes copied (short only at the chunk's end), -ENOENT when not cached
  * (also after dropping a chunk that failed its check), or another -errno

@@ -36,6 +36,11 @@
  * This module knows nothing of caps, LRU or metadata (cache/cache.h does).
  * Thread-safe: calls on distinct or identical names may run at once; a
  * reader of a name being replaced sees the old or the new file, whole.
+ *
+ * Memory: besides the caller's buffers, a read allocates at most one
+ * chunk's worth of scratch (raw: the blocks it touches; compressed: the
+ * whole chunk), freed before it returns; the open-file cache holds
+ * open_files entries of about 17 KiB each (4.3 MiB at the default 256).
  */
 #ifndef S3CACHEFS_CHUNK_H
 #define S3CACHEFS_CHUNK_H
@@ -51,6 +56,7 @@ struct crypt_key;
 #define CHUNK_BLOCK 65536    /* bytes per CRC-32 of a raw chunk */
 #define CHUNK_SIZE_MIN 65536 /* chunk_size= bounds */
 #define CHUNK_SIZE_MAX (64u * 1024 * 1024)
+#define CHUNK_OPEN_FILES 256 /* chunk files kept open by default */
 
 /* What a chunk is a piece of.  All strings borrowed. */
 struct chunk_id {
@@ -100,6 +106,9 @@ struct chunk_store_conf {
 	bool durable;	    /* fsync file (and shard) around the rename */
 	/* NULL: plaintext; else seal with this key (copied, wiped at close) */
 	const struct crypt_key *key;
+	/* chunk files chunk_read_cached() keeps open: 0 for CHUNK_OPEN_FILES,
+	 * < 0 for none; never more than a quarter of RLIMIT_NOFILE */
+	int open_files;
 };
 
 struct chunk_stats {
@@ -109,6 +118,7 @@ struct chunk_stats {
 	uint64_t read_errors;  /* I/O errors reading (not corruption) */
 	uint64_t write_errors; /* I/O errors writing (ENOSPC included) */
 	uint64_t wrong_key;    /* files of another key (or none), deleted */
+	uint64_t opens;	       /* files chunk_read_cached() opened */
 };
 
 struct chunk_store;
@@ -144,6 +154,23 @@ int chunk_write(struct chunk_store *cs, const char *name, const void *data,
  */
 ssize_t chunk_read(struct chunk_store *cs, const char *name, uint64_t off,
 		   void *out, size_t len);
+
+/*
+ * chunk_read() through the store's open-file cache, for the hot path: the
+ * file of @name stays open (up to open_files of them, least recently used
+ * closed first) with its checked header, so that a repeated read costs
+ * an fstat() and one pread() into @out.  Same results and the same
+ * guarantee: no byte is returned that did not pass its block's CRC (or
+ * tag); a plaintext block that passed through the open file is not
+ * checked again while the file stays open and unchanged (size, mtime and
+ * ctime as at open; a chunk file is never written in place, so only
+ * someone else writing into it changes them, and then the file is
+ * reopened and checked again).  A name that is written again, removed or
+ * fails a check is closed; a file opened while that happened is not kept.
+ * Use chunk_read() to check every byte again (cache_verify).
+ */
+ssize_t chunk_read_cached(struct chunk_store *cs, const char *name,
+			  uint64_t off, void *out, size_t len);
 
 /* Data length recorded in chunk @name's header (header checked, and
  * authenticated when sealed).  Errors as chunk_read(). */

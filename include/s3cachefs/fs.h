@@ -12,7 +12,10 @@
  * Reads arrive in requests of up to FS_MAX_IO bytes: the adapter asks the
  * kernel for FUSE_MAX_PAGES pages per request and, when the process may
  * (root), raises the mount's readahead to FS_MAX_IO, without which the
- * kernel splits cached reads into 128 KiB requests.
+ * kernel splits cached reads into 128 KiB requests.  Every inode's
+ * st_blksize is FS_MAX_IO too, so cp and other tools that size their
+ * buffers by it write (and read) 1 MiB per call, one FUSE request each,
+ * not 128 KiB.
  *
  * Life cycle: fs_new, fs_mount, fs_run (returns on unmount or on SIGTERM,
  * SIGINT or SIGHUP), fs_unmount, fs_free.  Not thread-safe itself: call

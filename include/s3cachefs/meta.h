@@ -89,6 +89,14 @@ void meta_object_release(struct meta_object *o); /* NULL-safe */
 int meta_object_get(struct meta *m, const char *key, struct meta_object *out);
 
 /*
+ * 1 when some object whose key starts with @prefix has a row that expires
+ * after @after_ms, 0 when none, or -errno.  One indexed range read (it
+ * stops at the first such row).  So a folder whose files were looked at
+ * within the TTL is known to be a folder without asking S3.
+ */
+int meta_object_under(struct meta *m, const char *prefix, int64_t after_ms);
+
+/*
  * Insert or replace the object @o->key and drop any negative entry for it.
  * An existing row keeps its atime_ms when @o->atime_ms is 0.
  */

@@ -65,6 +65,8 @@ struct options {
 	uint64_t prefetch;	  /* prefetch=N ranged GETs ahead of a reader */
 	unsigned validate;	  /* validate=ttl|always|never */
 	uint64_t list_flat;	  /* list_flat=N keys; 0: off */
+	unsigned writeback;	  /* writeback=sync|async */
+	uint64_t uploads;	  /* background uploads at once */
 	uint64_t cache_max_entries; /* cache_max_entries=N; 0: no limit */
 	uint64_t cache_max_age_ms;  /* cache_max_age=DURATION; 0: none */
 	unsigned encrypt;	    /* encrypt=none|aes-256-gcm|ephemeral */
@@ -92,6 +94,7 @@ enum opt_encrypt {
 	OPT_ENCRYPT_EPHEMERAL
 };
 enum opt_validate { OPT_VALIDATE_TTL, OPT_VALIDATE_ALWAYS, OPT_VALIDATE_NEVER };
+enum opt_writeback { OPT_WRITEBACK_SYNC, OPT_WRITEBACK_ASYNC };
 
 /*
  * zlib level of the compress= choice @index: 0 for none, 6 for plain

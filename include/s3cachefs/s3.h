@@ -197,6 +197,16 @@ int s3_mpu_complete(struct s3 *s, const char *key, const char *upload_id,
 int s3_mpu_abort(struct s3 *s, const char *key, const char *upload_id);
 
 /*
+ * Send bytes [off, off + len) of @fd as parts of @part_size bytes (the last
+ * shorter), numbered from @first_no, conf->parallel in flight at once;
+ * etags[i] receives part first_no + i's ETag (the caller frees them).
+ * Does not abort the upload.  0 or the first -errno.
+ */
+int s3_mpu_put_fd_parts(struct s3 *s, const char *key, const char *upload_id,
+			int fd, uint64_t off, uint64_t len, uint64_t part_size,
+			unsigned first_no, char **etags);
+
+/*
  * One ListObjectsV2 page (encoding-type=url, decoded by the parser).
  * @token is NULL for the first page.  @max_keys 0 means S3's default.
  */

@@ -71,9 +71,11 @@ struct vfs_conf {
 	const char *cache_dir;	      /* staging files go below it */
 	uint64_t part_size;	      /* multipart part size */
 	uint64_t multipart_threshold; /* one PUT up to this size */
-	bool ro;		      /* refuse every change with -EROFS */
-	uint32_t uid, gid; /* owner of what has no x-amz-meta-uid/gid */
-	bool has_umask;	   /* clear umask's bits from every mode shown */
+	bool writeback_async;	      /* close does not wait for the upload */
+	unsigned uploaders; /* files uploaded at once in the background */
+	bool ro;	    /* refuse every change with -EROFS */
+	uint32_t uid, gid;  /* owner of what has no x-amz-meta-uid/gid */
+	bool has_umask;	    /* clear umask's bits from every mode shown */
 	uint32_t umask;
 	enum vfs_validate validate; /* when vfs_open() asks S3 for the ETag */
 	/* encryption at rest: staging files are sealed with it, or plain
@@ -189,6 +191,14 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	     bool *keep_cache);
 
 /*
+ * True when the open of @f asked S3 about the object (or found it staged),
+ * so that the attributes the kernel holds (its size above all) may be
+ * older than the handle's.  Otherwise every attribute the kernel holds came
+ * from a reply made from the same node, and needs no invalidation.
+ */
+bool vfs_file_attrs_moved(const struct vfs_file *f);
+
+/*
  * Read up to @size bytes at @off into @buf.  Returns the bytes read (short
  * only at the end of the file), or -EIO (S3 unreachable after the configured
  * timeout, or the object changed since open).
@@ -204,7 +214,10 @@ void vfs_release(struct vfs *v, struct vfs_file *f); /* NULL-safe */
  * own, S3's meaning otherwise: -EACCES, -ENAMETOOLONG, ...).
  *
  * Written files are staged (cache/writeback.h) and uploaded at
- * vfs_flush() (close) and fsync; a change made by path with no handle
+ * vfs_flush() (close) and vfs_fsync(); with conf.writeback_async,
+ * vfs_flush() does not upload: the staged file (durable locally) is
+ * uploaded by the background uploaders once released, and only
+ * vfs_fsync() and unmount wait for it.  A change made by path with no handle
  * (truncate, chmod, chown, utimens) is sent before the call returns.
  * Attributes are stored as s3fs stores them: x-amz-meta-mode (st_mode with
  * the type bits), -uid, -gid, -mtime.
@@ -222,8 +235,14 @@ int vfs_create(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
 ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf,
 		  size_t size, uint64_t off);
 
-/* Upload what @f's file has that the bucket has not (close and fsync). */
+/* At close: upload what @f's file has that the bucket has not, and return
+ * the upload's error; with conf.writeback_async, 0 at once (the upload is
+ * left to the background). */
 int vfs_flush(struct vfs *v, struct vfs_file *f);
+
+/* fsync: upload what @f's file has that the bucket has not, whatever the
+ * mode, waiting for an upload in flight; the upload's -errno. */
+int vfs_fsync(struct vfs *v, struct vfs_file *f);
 
 #define VFS_SET_MODE 1u
 #define VFS_SET_UID 2u

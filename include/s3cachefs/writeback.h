@@ -10,10 +10,26 @@
  *
  * Durability.  The row is written (and its chunk bitmap updated) before a
  * write that starts a new chunk returns, so after a crash every
- * acknowledged byte is found again: wb_open() loads the rows and a
- * background thread uploads them.  wb_flush() uploads and returns the
+ * acknowledged byte is found again: wb_open() loads the rows and the
+ * uploader threads upload them.  wb_flush() uploads and returns the
  * upload's error; a file whose upload failed stays staged and is retried
- * by the thread with a growing delay, never dropped.
+ * by the threads with a growing delay, never dropped.
+ *
+ * Background uploads.  A dirty file nobody holds (its last wb_put) is
+ * uploaded by one of conf->uploaders threads, several files at once, so a
+ * layer above that does not call wb_flush() at close (writeback=async)
+ * gets its files uploaded in parallel.  wb_discard() waits for an upload
+ * of the file in flight, so a DELETE after it is the last word.
+ * wb_close() lets the threads upload every file that is due, then tries
+ * once more the ones waiting for a retry.
+ *
+ * Streaming.  A new file written from its start, once bigger than
+ * multipart_threshold, sends each whole part (part_size) on a thread of
+ * its own while the writer goes on (at most 4 parts in flight per file,
+ * read from the plain staging file), and its upload
+ * at flush sends only the rest.  A change of what was sent drops those
+ * parts (aborted) and the upload is made the usual way.  The object's
+ * x-amz-meta-mtime is then the mtime when its first part went.
  *
  * Upload.  One PUT, or a multipart upload of parallel parts above the
  * client's threshold; when a large file still has whole parts of its base
@@ -21,8 +37,11 @@
  * base version, with If-Match) instead of downloaded and sent again.  Every
  * upload carries the attributes as s3fs stores them (x-amz-meta-mode,
  * -uid, -gid, -mtime).  Once uploaded, the object's row and its parent's
- * listing are updated, the staged chunks enter the cache under the new
- * ETag, and @done tells the layer above.
+ * listing are updated, @done tells the layer above, and an uploader thread
+ * then copies the staged chunks into the cache under the new ETag (the
+ * file stays staged, and read from its staging file, until it has; a
+ * change before that drops the copy), so that a close does not wait for
+ * it.
  *
  * Encryption at rest.  With conf->key every staging file is a sealed file
  * (store/sealfile.h) named "ID.sealed", ID the staged row's id, which is
@@ -105,6 +124,7 @@ struct wb_conf {
 	uint64_t multipart_threshold; /* one PUT up to this size */
 	uint64_t meta_ttl_ms;	      /* uploaded objects' rows trusted */
 	uint32_t retry_max_ms;	      /* longest delay between retries */
+	unsigned uploaders; /* background upload threads, 1..64; 0: 1 */
 	/* NULL: plain staging files; else sealed with it (borrowed: it must
 	 * outlive the wb) */
 	const struct crypt_key *key;
@@ -204,6 +224,7 @@ struct wb_stats {
 	uint64_t upload_failures;
 	uint64_t bytes_uploaded;
 	uint64_t parts_copied; /* UploadPartCopy parts */
+	uint64_t streamed;     /* uploads begun while the file was written */
 	uint64_t resumed;      /* files found staged at start */
 	uint64_t pending;      /* files staged now */
 };

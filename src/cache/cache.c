@@ -998,7 +998,7 @@ ssize_t cache_read(struct cache *c, const char *name, uint64_t off, void *out,
 	gen = e->gen;
 	pthread_mutex_unlock(&c->lock);
 
-	n = chunk_read(c->cs, name, off, out, len);
+	n = chunk_read_cached(c->cs, name, off, out, len);
 
 	pthread_mutex_lock(&c->lock);
 	e->pins--;
@@ -1196,6 +1196,9 @@ int cache_evict_all(struct cache *c)
 
 void cache_get_stats(struct cache *c, struct cache_stats *out)
 {
+	struct chunk_stats cst;
+
+	chunk_get_stats(c->cs, &cst);
 	pthread_mutex_lock(&c->lock);
 	*out = c->st;
 	out->used_bytes = c->chunk_bytes + c->meta_bytes;
@@ -1205,6 +1208,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *out)
 	out->data_bytes = c->data_bytes;
 	out->max_entries = c->conf.max_entries;
 	out->max_age_ms = c->conf.max_age_ms;
+	out->file_opens = cst.opens;
 	pthread_mutex_unlock(&c->lock);
 }
 

@@ -52,6 +52,11 @@
 #define RETRY_MIN_MS 1000
 #define PART_COPY_MIN (5ull << 20) /* S3's smallest part but the last */
 #define MAX_PARTS 10000u
+#define MAX_UPLOADERS 64u
+/* a part is sent once the file holds this much past it, so that writes a
+ * multithreaded FUSE loop hands over out of order land before it goes */
+#define STREAM_SLACK (4ull << 20)
+#define STREAM_INFLIGHT 4u /* parts of one file sent at once while written */
 
 struct wb_file {
 	struct wb_file *next; /* hash chain, w->lock */
@@ -73,6 +78,23 @@ struct wb_file {
 	bool discarded;
 	unsigned failures;
 	int64_t retry_at_ms;
+	/* parts sent while the file is still written, under lock */
+	struct stream {
+		char *upload_id; /* NULL until part 1's thread made it */
+		char **etags;	 /* one per part started */
+		unsigned cap;
+		unsigned n_sent;       /* parts 1..n_sent started, in order */
+		unsigned busy;	       /* parts' threads running (stream_cv) */
+		bool broken;	       /* a change hit a sent part: not used */
+		int rc;		       /* a part's failure */
+		char *key;	       /* the key the upload is for */
+		struct wb_attrs attrs; /* sent with the upload's creation */
+	} st;
+	pthread_cond_t stream_cv; /* with lock: st.busy went down */
+	/* an upload's chunks still to copy into the cache, by a thread,
+	 * under lock: due while cache_etag is set */
+	char *cache_etag;
+	uint64_t cache_gen, cache_size;
 };
 
 struct wb {
@@ -85,10 +107,13 @@ struct wb {
 	pthread_cond_t wake;
 	struct wb_file *table[TABLE_SIZE]; /* lock */
 	bool stopping;			   /* lock */
-	pthread_t thread;
-	bool have_thread;
+	pthread_t threads[MAX_UPLOADERS];
+	unsigned n_threads;
 	struct wb_stats stats; /* atomics */
 };
+
+static void stream_more(struct wb *w, struct wb_file *f);
+static void stream_drop(struct wb *w, struct wb_file *f);
 
 #define STAT_ADD(w, field, n) \
 	__atomic_fetch_add(&(w)->stats.field, (n), __ATOMIC_RELAXED)
@@ -183,14 +208,29 @@ static struct wb_file *file_new(void)
 	pthread_mutex_init(&f->up, NULL);
 	pthread_rwlock_init(&f->io, NULL);
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_cond_init(&f->stream_cv, NULL);
 	f->row.uid = f->row.gid = UINT32_MAX;
 	return f;
 }
 
 static void file_free(struct wb_file *f)
 {
+	unsigned i;
+
 	if (!f)
 		return;
+	/* a part's thread uses the staging descriptor until it is done */
+	pthread_mutex_lock(&f->lock);
+	while (f->st.busy)
+		pthread_cond_wait(&f->stream_cv, &f->lock);
+	pthread_mutex_unlock(&f->lock);
+	for (i = 0; i < f->st.n_sent; i++)
+		free(f->st.etags[i]);
+	free(f->st.etags);
+	free(f->st.upload_id);
+	free(f->st.key);
+	free(f->cache_etag);
+	pthread_cond_destroy(&f->stream_cv);
 	seal_close(f->sf);
 	seal_close(f->old_sf);
 	meta_staged_release(&f->row);
@@ -446,7 +486,8 @@ void wb_put(struct wb *w, struct wb_file *f)
 	pthread_mutex_lock(&w->lock);
 	if (--f->refs == 0) {
 		pthread_mutex_lock(&f->lock);
-		if (f->discarded || f->gen == f->clean_gen) {
+		if (f->discarded ||
+		    (f->gen == f->clean_gen && !f->cache_etag)) {
 			table_remove_locked(w, f);
 			drop_staging_locked(w, f);
 			gone = true;
@@ -569,9 +610,13 @@ ssize_t wb_write(struct wb *w, struct wb_file *f, const void *buf, size_t size,
 			f->size = end;
 		f->gen++;
 		f->row.mtime = time(NULL);
+		if (off < (uint64_t)f->st.n_sent * w->conf.part_size)
+			f->st.broken = true;
 	}
 	pthread_mutex_unlock(&f->lock);
 	pthread_rwlock_unlock(&f->io);
+	if (rc == 0)
+		stream_more(w, f);
 	if (rc < 0) {
 		log_debug("writeback: write to '%s' failed: %s", f->row.key,
 			  strerror(-rc));
@@ -602,6 +647,8 @@ int wb_truncate(struct wb *w, struct wb_file *f, uint64_t size)
 		}
 		if (size < f->row.base_size)
 			f->row.base_size = size;
+		if (size < (uint64_t)f->st.n_sent * w->conf.part_size)
+			f->st.broken = true;
 		f->size = size;
 		f->gen++;
 		f->row.mtime = time(NULL);
@@ -627,6 +674,8 @@ void wb_set_attrs(struct wb *w, struct wb_file *f, const struct wb_attrs *a,
 		f->row.gid = a->gid;
 	if (mask & WB_SET_MTIME)
 		f->row.mtime = a->mtime;
+	if (f->st.n_sent)
+		f->st.broken = true; /* the upload was made with the old ones */
 	f->gen++;
 	if (ensure_stored_locked(w, f) == 0)
 		save_locked(w, f);
@@ -648,6 +697,9 @@ void wb_stat(struct wb *w, struct wb_file *f, struct wb_stat *out)
 
 void wb_discard(struct wb *w, struct wb_file *f)
 {
+	/* an upload in flight ends first, so the caller's DELETE comes after
+	 * it and nothing it sent resurrects the key */
+	pthread_mutex_lock(&f->up);
 	pthread_mutex_lock(&w->lock);
 	pthread_mutex_lock(&f->lock);
 	f->discarded = true;
@@ -656,6 +708,8 @@ void wb_discard(struct wb *w, struct wb_file *f)
 	drop_staging_locked(w, f);
 	pthread_mutex_unlock(&f->lock);
 	pthread_mutex_unlock(&w->lock);
+	stream_drop(w, f);
+	pthread_mutex_unlock(&f->up);
 }
 
 /* ---- upload ---- */
@@ -725,6 +779,272 @@ struct snapshot {
 	uint64_t gen;
 	struct wb_attrs attrs;
 };
+
+/* ---- parts sent while the file is written ---- */
+
+/*
+ * A new file written from its start is sent part by part while it grows:
+ * once it is bigger than multipart_threshold (so that it is a multipart
+ * upload anyway: completing one costs the server a copy of the object,
+ * which a single PUT does not) and holds a whole part (part_size) and
+ * STREAM_SLACK beyond the parts already sent, the next part goes out on
+ * a thread of its own, STREAM_INFLIGHT at most at once per file, read
+ * from the plain staging file (never sealed ones); part 1's thread makes
+ * the upload, the others start once its id is known.
+ * upload() then sends only the rest, in parallel, and completes.  A write,
+ * truncate, rename or attribute change that touches what was sent marks
+ * the stream broken: it is aborted and the file uploaded the usual way.
+ * The upload id is in the staged row, so a crash's leftover is aborted at
+ * the next start.  The object's x-amz-meta-mtime is then the file's mtime
+ * when the first part went (the upload's creation carries it), earlier
+ * than the last write by at most the time the rest took to write.
+ */
+struct stream_job {
+	struct wb *w;
+	struct wb_file *f;
+	char *key;
+	unsigned idx;
+	uint64_t off, len;
+	int fd;
+};
+
+/* The attributes an upload of @f carries now (under f->lock). */
+static void attrs_now_locked(const struct wb_file *f, struct wb_attrs *a)
+{
+	a->mode = f->row.mode ? f->row.mode : (S_IFREG | 0644);
+	a->uid = f->row.uid != UINT32_MAX ? f->row.uid : getuid();
+	a->gid = f->row.gid != UINT32_MAX ? f->row.gid : getgid();
+	a->mtime = f->row.mtime ? f->row.mtime : time(NULL);
+}
+
+static void *stream_main(void *arg)
+{
+	struct stream_job *j = arg;
+	struct wb *w = j->w;
+	struct wb_file *f = j->f;
+	struct s3_body body = { .fd = j->fd, .off = j->off, .len = j->len };
+	struct wb_attrs attrs;
+	char *id = NULL, *etag = NULL;
+	int rc = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (f->st.upload_id && !(id = strdup(f->st.upload_id)))
+		rc = -ENOMEM;
+	attrs = f->st.attrs;
+	pthread_mutex_unlock(&f->lock);
+	if (rc == 0 && !id) {
+		struct s3_put_opts opts = { 0 };
+		struct wb_meta wm;
+
+		wb_attrs_meta(&attrs, &wm);
+		opts.meta = wm.meta;
+		opts.n_meta = wm.n;
+		rc = s3_mpu_create(w->s3, j->key, &opts, &id);
+		pthread_mutex_lock(&f->lock);
+		if (rc == 0 && !(f->st.upload_id = strdup(id)))
+			rc = -ENOMEM;
+		/* recorded, so that a crash's leftover is aborted */
+		if (rc == 0 && f->row.id > 0 && set_upload_id(f, id) == 0)
+			save_locked(w, f);
+		pthread_mutex_unlock(&f->lock);
+		if (rc == -ENOMEM && id)
+			s3_mpu_abort(w->s3, j->key, id);
+	}
+	if (rc == 0)
+		rc = s3_mpu_put_part(w->s3, j->key, id, j->idx + 1, &body,
+				     &etag);
+	pthread_mutex_lock(&f->lock);
+	if (rc == 0) {
+		f->st.etags[j->idx] = etag;
+		etag = NULL;
+	} else {
+		f->st.rc = rc;
+	}
+	f->st.busy--;
+	pthread_cond_broadcast(&f->stream_cv);
+	/* f may be freed once this unlock lets a waiter in: no more use */
+	pthread_mutex_unlock(&f->lock);
+	free(id);
+	free(etag);
+	free(j->key);
+	free(j);
+	return NULL;
+}
+
+/* Start the next part of @f when it is ready; false when none was. */
+static bool stream_one_locked(struct wb *w, struct wb_file *f)
+{
+	uint64_t part = w->conf.part_size, start;
+	struct stream_job *j = NULL;
+	pthread_attr_t attr;
+	pthread_t t;
+	bool started = false;
+	int fd;
+
+	fd = f->sf ? seal_plain_fd(f->sf) : -1;
+	start = (uint64_t)f->st.n_sent * part;
+	/* part 1's thread creates the upload: the others wait for its id */
+	if (f->st.busy >= STREAM_INFLIGHT ||
+	    (f->st.n_sent > 0 && !f->st.upload_id) || f->st.broken ||
+	    f->st.rc || f->discarded || f->row.base_etag || fd < 0 ||
+	    f->size < start + part + STREAM_SLACK ||
+	    f->size <= w->conf.multipart_threshold + STREAM_SLACK)
+		return false;
+	if (f->st.n_sent + 1 >= MAX_PARTS) {
+		f->st.broken = true;
+		return false;
+	}
+	if (f->st.n_sent == f->st.cap) {
+		unsigned cap = f->st.cap ? f->st.cap * 2 : 16;
+		char **v = realloc(f->st.etags, cap * sizeof(*v));
+
+		if (!v)
+			return false;
+		f->st.etags = v;
+		f->st.cap = cap;
+	}
+	if (!f->st.key && !(f->st.key = strdup(f->row.key)))
+		return false;
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->key = strdup(f->st.key))) {
+		free(j);
+		return false;
+	}
+	if (f->st.n_sent == 0)
+		attrs_now_locked(f, &f->st.attrs);
+	j->w = w;
+	j->f = f;
+	j->idx = f->st.n_sent;
+	j->off = start;
+	j->len = part;
+	j->fd = fd;
+	f->st.etags[j->idx] = NULL;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, stream_main, j) == 0) {
+		f->st.n_sent++;
+		f->st.busy++;
+		started = true;
+		j = NULL;
+	}
+	pthread_attr_destroy(&attr);
+	if (j)
+		free(j->key);
+	free(j);
+	return started;
+}
+
+/* Start the parts of @f that are ready, STREAM_INFLIGHT at most at once. */
+static void stream_more(struct wb *w, struct wb_file *f)
+{
+	pthread_mutex_lock(&f->lock);
+	while (stream_one_locked(w, f))
+		;
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Take @f's stream out of it, once no part's thread runs. */
+static void stream_take(struct wb_file *f, struct stream *out)
+{
+	pthread_mutex_lock(&f->lock);
+	while (f->st.busy)
+		pthread_cond_wait(&f->stream_cv, &f->lock);
+	*out = f->st;
+	memset(&f->st, 0, sizeof(f->st));
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Abort (when @abort) and free a stream taken out of its file. */
+static void stream_free(struct wb *w, struct stream *st, unsigned n_etags,
+			bool abort)
+{
+	unsigned i;
+
+	if (abort && st->upload_id)
+		s3_mpu_abort(w->s3, st->key, st->upload_id);
+	for (i = 0; i < n_etags; i++)
+		free(st->etags[i]);
+	free(st->etags);
+	free(st->upload_id);
+	free(st->key);
+}
+
+static void stream_drop(struct wb *w, struct wb_file *f)
+{
+	struct stream st;
+
+	stream_take(f, &st);
+	stream_free(w, &st, st.n_sent, true);
+}
+
+/*
+ * Send what @f has past its streamed parts and complete the upload.  0
+ * with *etag; 1 when there is no usable stream (a started one is aborted):
+ * the caller uploads the usual way.  f->up and f->io (read) held.
+ */
+static int stream_finish(struct wb *w, struct wb_file *f, struct snapshot *sn,
+			 char **etag)
+{
+	uint64_t part = w->conf.part_size, sent, rest = 0;
+	struct stream st;
+	unsigned n = 0;
+	bool usable;
+	int rc = 1, fd;
+
+	stream_take(f, &st);
+	if (!st.upload_id) {
+		stream_free(w, &st, st.n_sent, false);
+		return 1;
+	}
+	pthread_mutex_lock(&f->lock);
+	fd = f->sf ? seal_plain_fd(f->sf) : -1;
+	pthread_mutex_unlock(&f->lock);
+	sent = (uint64_t)st.n_sent * part;
+	usable = !st.broken && st.rc == 0 && fd >= 0 && !sn->base_etag &&
+		 strcmp(st.key, sn->key) == 0 && sn->size >= sent &&
+		 sn->attrs.mode == st.attrs.mode &&
+		 sn->attrs.uid == st.attrs.uid &&
+		 sn->attrs.gid == st.attrs.gid &&
+		 sn->attrs.mtime >= st.attrs.mtime;
+	if (usable) {
+		rest = sn->size - sent;
+		n = st.n_sent + (unsigned)((rest + part - 1) / part);
+		if (n <= MAX_PARTS) {
+			char **v = realloc(st.etags, n * sizeof(*v));
+
+			if (v) {
+				st.etags = v;
+				memset(v + st.n_sent, 0,
+				       (n - st.n_sent) * sizeof(*v));
+				rc = 0;
+			}
+		}
+	}
+	if (rc == 0)
+		rc = s3_mpu_put_fd_parts(w->s3, sn->key, st.upload_id, fd, sent,
+					 rest, part, st.n_sent + 1,
+					 st.etags + st.n_sent);
+	if (rc == 0)
+		rc = s3_mpu_complete(w->s3, sn->key, st.upload_id, st.etags, n,
+				     etag);
+	if (rc == 0) {
+		sn->attrs.mtime = st.attrs.mtime; /* what the object carries */
+		log_debug("writeback: '%s' streamed: %u of %u parts sent "
+			  "while written",
+			  sn->key, st.n_sent, n);
+	} else if (rc < 0) {
+		log_info("writeback: parts of '%s' sent while written are "
+			 "dropped: %s",
+			 sn->key, strerror(-rc));
+		rc = 1;
+	}
+	pthread_mutex_lock(&f->lock);
+	if (set_upload_id(f, NULL) == 0 && f->row.id > 0)
+		save_locked(w, f);
+	pthread_mutex_unlock(&f->lock);
+	stream_free(w, &st, n > st.n_sent ? n : st.n_sent, rc != 0);
+	return rc;
+}
 
 /*
  * The body of bytes [a, b) of @f: the plain staging file itself, or, when
@@ -966,6 +1286,7 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 	char *etag = NULL;
 	bool copies = false;
 	uint64_t cs = w->conf.chunk_size, c;
+	int64_t t_start = now_ms();
 	int rc = 0;
 
 	pthread_mutex_lock(&f->up);
@@ -1013,8 +1334,11 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 	wb_attrs_meta(&sn.attrs, &wm);
 	opts.meta = wm.meta;
 	opts.n_meta = wm.n;
-	if (copies ||
-	    (seal_is_sealed(f->sf) && sn.size > w->conf.multipart_threshold)) {
+	rc = stream_finish(w, f, &sn, &etag);
+	if (rc == 0) {
+		STAT_ADD(w, streamed, 1);
+	} else if (copies || (seal_is_sealed(f->sf) &&
+			      sn.size > w->conf.multipart_threshold)) {
 		rc = upload_with_copies(w, f, &sn, &opts, &etag);
 	} else {
 		rc = materialize(w, f, 0, sn.size);
@@ -1044,10 +1368,15 @@ static int upload(struct wb *w, struct wb_file *f, bool force)
 	}
 	STAT_ADD(w, uploads, 1);
 	STAT_ADD(w, bytes_uploaded, sn.size);
-	log_debug("writeback: uploaded '%s' (%llu bytes)", sn.key,
-		  (unsigned long long)sn.size);
-	cache_uploaded(w, f, &sn, etag);
+	log_debug("writeback: uploaded '%s' (%llu bytes) in %lld ms", sn.key,
+		  (unsigned long long)sn.size, (long long)(now_ms() - t_start));
 	pthread_mutex_lock(&f->lock);
+	/* its chunks go into the cache on an uploader thread, after the
+	 * caller (a close) has its answer */
+	free(f->cache_etag);
+	f->cache_etag = strdup(etag);
+	f->cache_gen = sn.gen;
+	f->cache_size = sn.size;
 	/* what was sent is now the base of what stays staged */
 	if (set_upload_id(f, NULL) == 0) {
 		free(f->row.base_etag);
@@ -1110,6 +1439,7 @@ int wb_rename(struct wb *w, struct wb_file *f, const char *new_key)
 	table_remove_locked(w, f);
 	free(f->row.key);
 	f->row.key = k;
+	f->st.broken = true; /* parts sent went to the old key */
 	free(f->row.base_etag);
 	f->row.base_etag = NULL;
 	f->row.base_size = 0;
@@ -1208,14 +1538,48 @@ void wb_get_stats(struct wb *w, struct wb_stats *out)
 	out->parts_copied =
 		__atomic_load_n(&w->stats.parts_copied, __ATOMIC_RELAXED);
 	out->resumed = __atomic_load_n(&w->stats.resumed, __ATOMIC_RELAXED);
+	out->streamed = __atomic_load_n(&w->stats.streamed, __ATOMIC_RELAXED);
 	out->pending = __atomic_load_n(&w->stats.pending, __ATOMIC_RELAXED);
 }
 
 /* ---- the background uploader ---- */
 
-/* A pending file nobody holds open whose retry time has come, with a
- * reference; or NULL and *wait_ms until the next one is due. */
-static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms)
+/*
+ * Copy the chunks of @f's last upload into the cache, unless @f changed
+ * since (its staging file no longer holds that version).  f->io taken.
+ */
+static void cache_job(struct wb *w, struct wb_file *f)
+{
+	struct snapshot sn = { 0 };
+	char *etag = NULL;
+	int64_t t = now_ms();
+
+	pthread_rwlock_rdlock(&f->io);
+	pthread_mutex_lock(&f->lock);
+	if (f->cache_etag && !f->discarded && f->gen == f->cache_gen &&
+	    (sn.key = strdup(f->row.key))) {
+		etag = f->cache_etag;
+		f->cache_etag = NULL;
+		sn.size = f->cache_size;
+	}
+	free(f->cache_etag);
+	f->cache_etag = NULL;
+	pthread_mutex_unlock(&f->lock);
+	if (etag) {
+		cache_uploaded(w, f, &sn, etag);
+		log_debug("writeback: '%s' put in the cache in %lld ms", sn.key,
+			  (long long)(now_ms() - t));
+	}
+	pthread_rwlock_unlock(&f->io);
+	free(etag);
+	free(sn.key);
+}
+
+/* A pending file nobody holds open whose retry time has come, or one with
+ * chunks to cache (*cache set), with a reference; or NULL and *wait_ms
+ * until the next one is due. */
+static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms,
+				       bool *cache)
 {
 	int64_t t = now_ms(), soonest = INT64_MAX;
 	struct wb_file *f;
@@ -1230,8 +1594,13 @@ static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms)
 				continue;
 			pthread_mutex_lock(&f->lock);
 			dirty = f->gen != f->clean_gen && !f->discarded;
+			*cache = !dirty && f->cache_etag && !f->discarded;
 			at = f->retry_at_ms;
 			pthread_mutex_unlock(&f->lock);
+			if (*cache) {
+				f->refs++;
+				return f;
+			}
 			if (!dirty)
 				continue;
 			if (at <= t) {
@@ -1246,22 +1615,33 @@ static struct wb_file *next_due_locked(struct wb *w, int64_t *wait_ms)
 	return NULL;
 }
 
+/*
+ * One of the uploader threads.  While stopping, it goes on while a file is
+ * due now and ends when none is: wb_close() then tries the ones waiting
+ * for a retry once more itself.
+ */
 static void *uploader_main(void *arg)
 {
 	struct wb *w = arg;
 	struct wb_file *f;
 	int64_t wait_ms;
+	bool cache;
 
 	pthread_mutex_lock(&w->lock);
-	while (!w->stopping) {
-		f = next_due_locked(w, &wait_ms);
+	for (;;) {
+		f = next_due_locked(w, &wait_ms, &cache);
 		if (f) {
 			pthread_mutex_unlock(&w->lock);
-			upload(w, f, false);
+			if (cache)
+				cache_job(w, f);
+			else
+				upload(w, f, false);
 			wb_put(w, f);
 			pthread_mutex_lock(&w->lock);
 			continue;
 		}
+		if (w->stopping)
+			break;
 		{
 			struct timespec ts;
 
@@ -1547,6 +1927,7 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 {
 	struct load_ctx lc = { 0 };
 	struct wb *w;
+	unsigned i, n;
 	int rc;
 
 	if (!conf->dir || !conf->fill || conf->chunk_size == 0 ||
@@ -1585,11 +1966,18 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 		goto fail;
 	remove_strays(w);
 	abort_leftovers(w);
-	if (pthread_create(&w->thread, NULL, uploader_main, w)) {
+	n = conf->uploaders ? conf->uploaders : 1;
+	if (n > MAX_UPLOADERS)
+		n = MAX_UPLOADERS;
+	for (i = 0; i < n; i++) {
+		if (pthread_create(&w->threads[i], NULL, uploader_main, w))
+			break;
+		w->n_threads++;
+	}
+	if (w->n_threads == 0) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	w->have_thread = true;
 	*out = w;
 	return 0;
 fail:
@@ -1600,6 +1988,7 @@ fail:
 void wb_close(struct wb *w)
 {
 	struct wb_file *f, *next;
+	uint64_t pending;
 	size_t i;
 
 	if (!w)
@@ -1608,9 +1997,15 @@ void wb_close(struct wb *w)
 	w->stopping = true;
 	pthread_cond_broadcast(&w->wake);
 	pthread_mutex_unlock(&w->lock);
-	if (w->have_thread)
-		pthread_join(w->thread, NULL);
-	/* one more try for what is pending, then leave it staged */
+	pending = __atomic_load_n(&w->stats.pending, __ATOMIC_RELAXED);
+	if (pending)
+		log_info("writeback: %llu staged files: uploading them before "
+			 "the end",
+			 (unsigned long long)pending);
+	/* the threads upload every file due now, then end */
+	for (i = 0; i < w->n_threads; i++)
+		pthread_join(w->threads[i], NULL);
+	/* one more try for what waits for a retry, then leave it staged */
 	for (i = 0; i < TABLE_SIZE; i++) {
 		for (f = w->table[i]; f; f = next) {
 			next = f->next;

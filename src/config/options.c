@@ -99,6 +99,7 @@ static const char *const cache_mode_names[] = { "persistent", "ephemeral",
 static const char *const encrypt_names[] = { "none", "aes-256-gcm", "ephemeral",
 					     NULL };
 static const char *const validate_names[] = { "ttl", "always", "never", NULL };
+static const char *const writeback_names[] = { "sync", "async", NULL };
 static const char *const compress_names[] = { "none",	"zlib",	  "zlib:1",
 					      "zlib:2", "zlib:3", "zlib:4",
 					      "zlib:5", "zlib:6", "zlib:7",
@@ -119,6 +120,8 @@ _Static_assert(OPT_ENCRYPT_NONE == 0 && OPT_ENCRYPT_AES256GCM == 1 &&
 _Static_assert(OPT_VALIDATE_TTL == 0 && OPT_VALIDATE_ALWAYS == 1 &&
 		       OPT_VALIDATE_NEVER == 2,
 	       "validate_names order");
+_Static_assert(OPT_WRITEBACK_SYNC == 0 && OPT_WRITEBACK_ASYNC == 1,
+	       "writeback_names order");
 _Static_assert(LOG_LVL_ERROR == 0 && LOG_LVL_WARN == 1 && LOG_LVL_INFO == 2 &&
 		       LOG_LVL_DEBUG == 3 && LOG_LVL_TRACE == 4,
 	       "level_names order");
@@ -235,6 +238,19 @@ static const struct opt_def opt_table[] = {
 	  .max = 64,
 	  .group = "uploads",
 	  .help = "parts of one upload in flight at once" },
+	{ .name = "writeback",
+	  O_ENUM(writeback, writeback_names),
+	  .def = "sync",
+	  .group = "uploads",
+	  .help = "sync: close waits for the upload; async: close returns "
+		  "once staged, fsync and unmount wait" },
+	{ .name = "uploads",
+	  O_UINT(uploads),
+	  .def = "8",
+	  .min = 1,
+	  .max = 64,
+	  .group = "uploads",
+	  .help = "closed files uploaded at once in the background" },
 	/* cache */
 	{ .name = "cache_dir",
 	  O_STRING(cache_dir, "DIR"),

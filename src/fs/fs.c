@@ -234,7 +234,7 @@ static void attr_to_stat(const struct fs *f, const struct vfs_attr *a,
 	st->st_uid = a->mode ? a->uid : f->conf.uid;
 	st->st_gid = a->mode ? a->gid : f->conf.gid;
 	st->st_size = (off_t)a->size;
-	st->st_blksize = STATFS_BSIZE;
+	st->st_blksize = FS_MAX_IO; /* cp and friends write 1 MiB at a time */
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
 	st->st_atim.tv_sec = (time_t)a->mtime;
 	st->st_mtim.tv_sec = (time_t)a->mtime;
@@ -469,10 +469,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* O_DIRECT: every read reaches the vfs, which sends it to S3 */
 	fi->direct_io = (fi->flags & O_DIRECT) != 0;
 	/*
-	 * A new version (or a first open): the kernel may still hold the
-	 * old size until its attribute timeout, and would clip reads to it.
+	 * The open asked S3 and may have found a new version: the kernel may
+	 * still hold the old size until its attribute timeout, and would clip
+	 * reads to it.  (Without keep_cache the kernel drops its pages of the
+	 * inode at open by itself; an open that did not ask S3 changed no
+	 * attribute the kernel holds, so a first open in a warm mount costs
+	 * no extra message.)
 	 */
-	if (!keep_cache)
+	if (!keep_cache && vfs_file_attrs_moved(file))
 		fuse_lowlevel_notify_inval_inode(f->se, ino, -1, 0);
 	/* nothing to write back: spare the kernel a FLUSH per close */
 	fi->noflush =
@@ -754,8 +758,12 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
+	struct fs *f = fuse_req_userdata(req);
+
+	(void)ino;
 	(void)datasync;
-	op_flush(req, ino, fi);
+	fuse_reply_err(
+		req, -vfs_fsync(f->vfs, (struct vfs_file *)(uintptr_t)fi->fh));
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,

@@ -26,6 +26,8 @@ struct upload {
 	const char *key;
 	const char *upload_id;
 	int fd;
+	uint64_t base;	   /* file offset of the first part */
+	unsigned first_no; /* its part number */
 	uint64_t len;
 	uint64_t part_size;
 	unsigned n_parts;
@@ -56,8 +58,10 @@ static void *upload_worker(void *arg)
 		body.len = up->len - body.off < up->part_size
 				   ? up->len - body.off
 				   : up->part_size;
-		rc = s3_mpu_put_part(up->s, up->key, up->upload_id, part + 1,
-				     &body, &up->etags[part]);
+		body.off += up->base;
+		rc = s3_mpu_put_part(up->s, up->key, up->upload_id,
+				     up->first_no + part, &body,
+				     &up->etags[part]);
 		if (rc < 0) {
 			pthread_mutex_lock(&up->lock);
 			if (up->rc == 0)
@@ -79,14 +83,60 @@ static uint64_t choose_part_size(uint64_t len, uint64_t want)
 	return want;
 }
 
+/* Run up->n_parts parts on conf->parallel workers; the first -errno. */
+static int run_workers(const struct s3_conf *conf, struct upload *up)
+{
+	pthread_t threads[MAX_WORKERS];
+	unsigned i, n_threads, started = 0;
+
+	n_threads = conf->parallel < up->n_parts ? conf->parallel : up->n_parts;
+	if (n_threads > MAX_WORKERS)
+		n_threads = MAX_WORKERS;
+	for (i = 0; i < n_threads; i++) {
+		if (pthread_create(&threads[i], NULL, upload_worker, up) != 0)
+			break;
+		started++;
+	}
+	if (started == 0)
+		upload_worker(up); /* no thread to be had: do it here */
+	for (i = 0; i < started; i++)
+		pthread_join(threads[i], NULL);
+	return up->rc;
+}
+
+int s3_mpu_put_fd_parts(struct s3 *s, const char *key, const char *upload_id,
+			int fd, uint64_t off, uint64_t len, uint64_t part_size,
+			unsigned first_no, char **etags)
+{
+	struct upload up = { .s = s,
+			     .key = key,
+			     .upload_id = upload_id,
+			     .fd = fd,
+			     .base = off,
+			     .first_no = first_no,
+			     .len = len,
+			     .part_size = part_size,
+			     .etags = etags };
+	int rc;
+
+	if (len == 0 || part_size == 0)
+		return 0;
+	up.n_parts = (unsigned)((len + part_size - 1) / part_size);
+	pthread_mutex_init(&up.lock, NULL);
+	rc = run_workers(s3_conf_of(s), &up);
+	pthread_mutex_destroy(&up.lock);
+	return rc;
+}
+
 static int put_multipart(struct s3 *s, const char *key, int fd, uint64_t len,
 			 const struct s3_put_opts *opts, char **etag_out)
 {
 	const struct s3_conf *conf = s3_conf_of(s);
-	pthread_t threads[MAX_WORKERS];
-	struct upload up = { .s = s, .key = key, .fd = fd, .len = len };
+	struct upload up = {
+		.s = s, .key = key, .fd = fd, .first_no = 1, .len = len
+	};
 	char *upload_id = NULL;
-	unsigned i, n_threads, started = 0;
+	unsigned i;
 	int rc;
 
 	up.part_size = choose_part_size(len, conf->part_size);
@@ -104,19 +154,7 @@ static int put_multipart(struct s3 *s, const char *key, int fd, uint64_t len,
 	if (rc < 0)
 		goto out;
 	up.upload_id = upload_id;
-	n_threads = conf->parallel < up.n_parts ? conf->parallel : up.n_parts;
-	if (n_threads > MAX_WORKERS)
-		n_threads = MAX_WORKERS;
-	for (i = 0; i < n_threads; i++) {
-		if (pthread_create(&threads[i], NULL, upload_worker, &up) != 0)
-			break;
-		started++;
-	}
-	if (started == 0)
-		upload_worker(&up); /* no thread to be had: do it here */
-	for (i = 0; i < started; i++)
-		pthread_join(threads[i], NULL);
-	rc = up.rc;
+	rc = run_workers(conf, &up);
 	if (rc == 0)
 		rc = s3_mpu_complete(s, key, upload_id, up.etags, up.n_parts,
 				     etag_out);

@@ -180,6 +180,7 @@ enum stmt_id {
 	ST_CHUNK_SCAN_PREFIX,
 	ST_COUNTER_ADD,
 	ST_COUNTER_SCAN,
+	ST_OBJ_UNDER,
 	ST_COUNT
 };
 
@@ -303,6 +304,8 @@ static const char *const stmt_sql[ST_COUNT] = {
 			   " ON CONFLICT (name) DO UPDATE"
 			   " SET value = value + excluded.value",
 	[ST_COUNTER_SCAN] = "SELECT name, value FROM counters ORDER BY name",
+	[ST_OBJ_UNDER] = "SELECT 1 FROM objects" PREFIX_RANGE(
+		"key") " AND expires_ms > ?3 LIMIT 1",
 };
 
 struct meta {
@@ -1200,6 +1203,26 @@ static void bind_prefix(struct meta *m, sqlite3_stmt *st, const char *prefix,
 	end[len - 1] = (char)((unsigned char)prefix[len - 1] + 1);
 	end[len] = '\0';
 	bind_str(m, st, 2, end);
+}
+
+int meta_object_under(struct meta *m, const char *prefix, int64_t after_ms)
+{
+	sqlite3_stmt *st = m->st[ST_OBJ_UNDER];
+	char *end;
+	int rc;
+
+	end = malloc(strlen(prefix) + 1);
+	if (!end)
+		return -ENOMEM;
+	pthread_mutex_lock(&m->lock);
+	bind_prefix(m, st, prefix, end);
+	bind_i64(m, st, 3, after_ms);
+	rc = step(m, st, "find object below", prefix);
+	if (rc == 1)
+		finish(m, st);
+	pthread_mutex_unlock(&m->lock);
+	free(end);
+	return rc;
 }
 
 int meta_forget_prefix(struct meta *m, const char *prefix)

@@ -10,7 +10,8 @@
  * is created at start and never freed.
  *
  * Where answers come from, in order: the node's own attributes while fresh;
- * the metadata store (listings, objects, negative entries) while fresh; S3
+ * the metadata store (listings, objects, negative entries, and for a
+ * folder a fresh object row below it) while fresh; S3
  * (LIST for directories, LIST + HEAD for one name, HEAD for one file); and
  * when S3 cannot be reached, whatever stale knowledge the store has.  S3 is
  * then considered offline for OFFLINE_MS, during which stale metadata is
@@ -116,8 +117,9 @@ struct vfs_file {
 	char *key;
 	char *etag;
 	uint64_t size;
-	struct wb_file *wb;    /* staged: reads and writes go through it */
-	int flags;	       /* of the open */
+	struct wb_file *wb; /* staged: reads and writes go through it */
+	int flags;	    /* of the open */
+	bool attrs_moved; /* the open may have changed what the kernel knows */
 	pthread_mutex_t lock;  /* guards the readahead state below */
 	uint64_t next_off;     /* end of the reads so far */
 	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
@@ -1075,7 +1077,7 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		   struct found *f)
 {
 	struct meta_object o = { 0 };
-	char *dir = dir_prefix_of(v, dir_path), *key = NULL, *sub = NULL;
+	char *dir = dir_prefix_of(v, dir_path), *key = NULL, *below = NULL;
 	int64_t exp = 0, t = now_ms();
 	bool is_dir = false, stale_ok = false;
 	int rc;
@@ -1101,11 +1103,12 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 	memset(&o, 0, sizeof(o));
 	/* 1b. its own listing, stored by a listing of an ancestor or a probe
 	 * of this name (resolve_s3) */
-	if (asprintf(&sub, "%s/", key) < 0) {
+	if (asprintf(&below, "%s/", key) < 0) {
+		below = NULL;
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (meta_listing_expiry(v->meta, sub, &exp) == 0 && exp > t) {
+	if (meta_listing_expiry(v->meta, below, &exp) == 0 && exp > t) {
 		f->is_dir = true;
 		rc = 0;
 		goto out;
@@ -1122,7 +1125,14 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 		goto out;
 	}
 	stale_ok = rc == 0;
-	/* 4. S3 */
+	/* 4. a fresh row of an object below it: a folder */
+	if (meta_object_under(v->meta, below,
+			      is_offline(v) || never(v) ? INT64_MIN : t) == 1) {
+		f->is_dir = true;
+		rc = 0;
+		goto out;
+	}
+	/* 5. S3 */
 	rc = resolve_s3(v, key, f);
 	if (rc < 0 && unavailable(rc) && stale_ok)
 		rc = found_from_object(f, &o);
@@ -1130,7 +1140,7 @@ out:
 	meta_object_release(&o);
 	free(dir);
 	free(key);
-	free(sub);
+	free(below);
 	return rc;
 }
 
@@ -1585,6 +1595,7 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	if (f->wb) {
 		/* what the kernel cached may predate the staged changes */
 		*keep_cache = false;
+		f->attrs_moved = true;
 		pthread_mutex_lock(&v->lock);
 		LIST_LINK(v->files, f);
 		pthread_mutex_unlock(&v->lock);
@@ -1605,6 +1616,8 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc == 0) {
+		/* the size the kernel holds may be older than what S3 says */
+		f->attrs_moved = true;
 		rc = revalidate(v, ino, f->key,
 				v->conf.validate == VFS_VALIDATE_ALWAYS);
 		if (rc < 0)
@@ -1638,6 +1651,11 @@ out:
 	}
 	*out = f;
 	return 0;
+}
+
+bool vfs_file_attrs_moved(const struct vfs_file *f)
+{
+	return f->attrs_moved;
 }
 
 /* How @f's reads were served, for its node's vfs_cache_info(). */
@@ -2263,6 +2281,7 @@ int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
 					? conf->multipart_threshold
 					: (64u << 20),
 			.meta_ttl_ms = conf->meta_ttl_ms,
+			.uploaders = conf->uploaders,
 			.key = conf->key,
 			.fill = fill_base,
 			.done = on_uploaded,
@@ -2648,6 +2667,13 @@ ssize_t vfs_write(struct vfs *v, struct vfs_file *f, const void *buf,
 }
 
 int vfs_flush(struct vfs *v, struct vfs_file *f)
+{
+	if (!f->wb || v->conf.writeback_async)
+		return 0;
+	return to_user_errno(wb_flush(v->wb, f->wb));
+}
+
+int vfs_fsync(struct vfs *v, struct vfs_file *f)
 {
 	if (!f->wb)
 		return 0;

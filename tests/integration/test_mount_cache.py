@@ -45,6 +45,15 @@ def sample_tree():
     }
 
 
+def vm_hwm_kib(pid):
+    """The kernel's peak resident size of process @pid, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
 def read_all(m, items):
     for key, data in items.items():
         if key.endswith("/"):
@@ -167,11 +176,16 @@ def test_cap_holds_while_reading_three_times_its_size(mount, s3, bucket, read_op
     assert len(samples) >= 20, f"only {len(samples)} samples"
     assert max(samples) <= cap, f"cache used {max(samples)} bytes on disk, cap {cap} (samples {len(samples)})"
     assert max(samples) > cap // 2, f"the cache hardly filled ({max(samples)} bytes): nothing was tested"
+    hwm = vm_hwm_kib(m.proc.pid)
     stats = m.unmount()
     assert disk_usage(m.cache_dir) <= cap
     assert stats is not None, "no stats line"
     assert stats["cache.cap"] == cap and stats["cache.used"] <= cap, stats
     assert stats["cache.evicted"] > 0, stats
+    # the peak resident size the daemon reports is the kernel's own figure
+    # (not pytest's, say), give or take the kernel's per-cpu RSS counter slack
+    peak = stats["proc.peak_rss_kib"]
+    assert hwm - 1024 <= peak < hwm + 64 * 1024, f"peak_rss_kib {peak}, VmHWM {hwm} KiB before unmount"
 
 
 # ---- damaged caches -------------------------------------------------------------------------

@@ -856,3 +856,15 @@ def test_unlink(mount, s3, bucket):
     assert os.listdir(u) == ["sub"]
     m.unmount()  # whatever was pending is done by now
     assert s3_keys(s3, bucket, "u/") == ["u/sub/"], "an unlinked file reached the bucket after close"
+
+
+# ---- 20. the I/O size tools pick -----------------------------------------------------------------
+
+def test_preferred_io_size_is_one_mib(mount, s3, bucket):
+    """st_blksize is what cp, Python and most tools size their writes by:
+    1 MiB, the largest request FUSE takes, not 4 KiB pages (128 KiB for cp)."""
+    m = mount(bucket)
+    write_file(m.path / "f", rand_bytes(3 * MiB, "blksize"))
+    assert os.stat(m.path / "f").st_blksize == MiB
+    assert os.stat(m.path).st_blksize == MiB
+    m.unmount()

@@ -1673,6 +1673,152 @@ static void bench_sealed(void)
 	free(buf);
 }
 
+/* Open fds of this process whose target lies under @dir. */
+static int fds_under(const char *dir)
+{
+	char link[PATH_MAX], target[PATH_MAX];
+	struct dirent *de;
+	DIR *d = opendir("/proc/self/fd");
+	size_t n = strlen(dir);
+	ssize_t len;
+	int count = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		xsnprintf(link, sizeof(link), "/proc/self/fd/%s", de->d_name);
+		len = readlink(link, target, sizeof(target) - 1);
+		if (len <= 0)
+			continue;
+		target[len] = '\0';
+		if (strncmp(target, dir, n) == 0 && target[n] == '/')
+			count++;
+	}
+	closedir(d);
+	return count;
+}
+
+static struct chunk_store *open_fdc(const char *dir, int open_files)
+{
+	struct chunk_store_conf conf = { .dir = dir, .open_files = open_files };
+	struct chunk_store *cs = NULL;
+
+	if (chunk_store_open(&conf, &cs) < 0) {
+		diag("cannot open store '%s'", dir);
+		exit(1);
+	}
+	return cs;
+}
+
+static uint64_t opens_of(struct chunk_store *cs)
+{
+	struct chunk_stats st;
+
+	chunk_get_stats(cs, &st);
+	return st.opens;
+}
+
+/*
+ * chunk_read_cached(): the open-file cache.  A repeated read opens nothing;
+ * a name written again, removed or corrupted is never served from the old
+ * file; in-place writes to an open file are caught; the cache is bounded.
+ */
+static void test_open_files(void)
+{
+	size_t len = 4 * CHUNK_BLOCK + 100, hs = 68 + 4 * 5 + 4;
+	unsigned char *a = malloc(len), *b = malloc(len), *out = malloc(len);
+	char dir[PATH_MAX], path[PATH_MAX], n1[65], n2[65], n3[65];
+	struct chunk_store *cs;
+	struct chunk_stats st;
+	ssize_t r;
+	int i;
+
+	fill_random(a, len, 71);
+	fill_random(b, len, 72);
+	sub_dir("openfiles", dir);
+	cs = open_fdc(dir, 2);
+	name_of("of/1", 0, n1);
+	name_of("of/2", 0, n2);
+	name_of("of/3", 0, n3);
+	ok(chunk_write(cs, n1, a, len, NULL) == 0 &&
+		   chunk_write(cs, n2, b, len, NULL) == 0 &&
+		   chunk_write(cs, n3, a, len, NULL) == 0,
+	   "open files: three chunks written");
+
+	/* a hit opens once, then reads through the open file */
+	for (i = 0; i < 5; i++) {
+		r = chunk_read_cached(cs, n1, (uint64_t)i * 1000, out, 4096);
+		if (r != 4096 || memcmp(out, a + i * 1000, 4096) != 0)
+			break;
+	}
+	ok(i == 5, "open files: five reads return the data");
+	is_int((int)opens_of(cs), 1, "open files: five reads, one open");
+	is_int(fds_under(dir), 1, "open files: the file stays open");
+	r = chunk_read_cached(cs, n1, 0, out, len);
+	ok(r == (ssize_t)len && memcmp(out, a, len) == 0,
+	   "open files: whole chunk through the open file");
+	r = chunk_read_cached(cs, n1, CHUNK_BLOCK - 10, out, 20);
+	ok(r == 20 && memcmp(out, a + CHUNK_BLOCK - 10, 20) == 0,
+	   "open files: across a block bound, checked blocks");
+
+	/* bounded: the least recently used goes */
+	ok(chunk_read_cached(cs, n2, 0, out, 10) == 10 &&
+		   chunk_read_cached(cs, n3, 0, out, 10) == 10,
+	   "open files: two more chunks read");
+	is_int(fds_under(dir), 2, "open files: never more than open_files");
+	ok(chunk_read_cached(cs, n1, 0, out, 10) == 10 && opens_of(cs) == 4,
+	   "open files: the evicted one is opened again");
+
+	/* written again: the new file is read, not the old one */
+	ok(chunk_write(cs, n1, b, len, NULL) == 0, "open files: n1 rewritten");
+	r = chunk_read_cached(cs, n1, 5, out, 100);
+	ok(r == 100 && memcmp(out, b + 5, 100) == 0,
+	   "open files: a rewritten chunk serves its new bytes");
+	is_int((int)opens_of(cs), 5, "open files: ... from a new open");
+
+	/* removed: not served, and its fd is closed (no space kept) */
+	ok(chunk_remove(cs, n1) == 0, "open files: n1 removed");
+	is_int((int)chunk_read_cached(cs, n1, 0, out, 10), -ENOENT,
+	       "open files: a removed chunk is -ENOENT");
+	is_int(fds_under(dir), 1, "open files: its fd was closed");
+
+	/* written into while open: caught, checked again, dropped */
+	chunk_path(dir, n2, path);
+	ok(chunk_read_cached(cs, n2, 0, out, len) == (ssize_t)len,
+	   "open files: n2 read whole (every block checked)");
+	flip_byte(path, (off_t)(hs + 2 * CHUNK_BLOCK + 7));
+	is_int((int)chunk_read_cached(cs, n2, 2 * CHUNK_BLOCK, out, 100),
+	       -EBADMSG, "open files: a byte changed in place is caught");
+	ok(!exists(path), "open files: ... and the file deleted");
+	is_int(fds_under(dir), 1, "open files: ... and closed");
+	chunk_get_stats(cs, &st);
+	is_int((int)st.corrupt, 1, "open files: counted corrupt once");
+
+	/* corrupt before the first read: caught like chunk_read() */
+	ok(chunk_write(cs, n2, b, len, NULL) == 0, "open files: n2 again");
+	flip_byte(path, (off_t)(hs + 3 * CHUNK_BLOCK + 1));
+	ok(chunk_read_cached(cs, n2, 0, out, 100) == 100,
+	   "open files: a good block of it reads");
+	is_int((int)chunk_read_cached(cs, n2, 3 * CHUNK_BLOCK, out, 100),
+	       -EBADMSG, "open files: its bad block does not");
+	chunk_store_close(cs);
+	is_int(fds_under(dir), 0, "open files: close closes them all");
+
+	/* open_files < 0: no cache, every read opens */
+	cs = open_fdc(dir, -1);
+	for (i = 0; i < 3; i++)
+		chunk_read_cached(cs, n3, 0, out, 10);
+	is_int((int)opens_of(cs), 3,
+	       "open files: off, three reads open thrice");
+	is_int(fds_under(dir), 0, "open files: off, none kept");
+	chunk_store_close(cs);
+	free(a);
+	free(b);
+	free(out);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -1698,6 +1844,7 @@ int main(void)
 	test_format();
 	test_roundtrip();
 	test_corruption();
+	test_open_files();
 	test_scan();
 	test_write_failures();
 	test_concurrency();
