@@ -193,7 +193,7 @@ if [ "${HIT:-1}" = 1 ] && command -v fio >/dev/null; then
     sed "s|^|$mnt/|" "$work/keys" | xargs -d '\n' -P 8 -n 64 cat >/dev/null
     hit_many=$(fio_hit)
     chunks=$(find "$work/cache-ours" -type f | wc -l)
-    say "hot/file cached chunks: $(getfattr --only-values -n user.s3cachefs.cached_chunks "$mnt/hot/file" 2>&1)"
+    say "hot/file cached chunks: $(getfattr --absolute-names --only-values -n user.s3cachefs.cached_chunks "$mnt/hot/file" 2>&1)"
     umount_fs
     say "cache hits: $hit_few IOPS with 256 chunks, $hit_many IOPS with $chunks files in the cache"
 fi
