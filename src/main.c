@@ -1063,6 +1063,7 @@ static int open_stores(struct app *app)
 	vc.chunk_size = app->o.chunk_size;
 	vc.meta_ttl_ms = app->o.meta_ttl_ms;
 	vc.negative_ttl_ms = app->o.negative_ttl_ms;
+	vc.list_flat_keys = app->o.list_flat;
 	vc.readahead = app->o.readahead;
 	vc.prefetch = (unsigned)app->o.prefetch;
 	vc.cache_dir = app->cache_dir;

@@ -174,6 +174,10 @@ int meta_listing_find(struct meta *m, const char *dir, const char *name,
 		      int64_t *expires_ms, bool *is_dir,
 		      struct meta_object *obj);
 
+/* 0 with *expires_ms when @dir has a stored listing (expired or not), or
+ * -ENOENT. */
+int meta_listing_expiry(struct meta *m, const char *dir, int64_t *expires_ms);
+
 /* Mark the listing of @dir due for a new LIST (expires_ms = 0). */
 int meta_listing_expire(struct meta *m, const char *dir);
 

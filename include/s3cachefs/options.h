@@ -64,6 +64,7 @@ struct options {
 	uint64_t readahead;	  /* readahead=SIZE, largest window */
 	uint64_t prefetch;	  /* prefetch=N ranged GETs ahead of a reader */
 	unsigned validate;	  /* validate=ttl|always|never */
+	uint64_t list_flat;	  /* list_flat=N keys; 0: off */
 	unsigned writeback;	  /* writeback=sync|async */
 	uint64_t uploads;	  /* background uploads at once */
 	uint64_t cache_max_entries; /* cache_max_entries=N; 0: no limit */

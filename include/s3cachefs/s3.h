@@ -221,6 +221,14 @@ typedef int (*s3_list_fn)(void *ctx, const struct s3_list_page *page);
 int s3_list_all(struct s3 *s, const char *prefix, const char *delimiter,
 		s3_list_fn fn, void *ctx);
 
+/*
+ * The same with pages of at most @max_keys keys (0: S3's default), of the
+ * keys after @start_after (NULL or "": from the first).
+ */
+int s3_list_pages(struct s3 *s, const char *prefix, const char *delimiter,
+		  const char *start_after, unsigned max_keys, s3_list_fn fn,
+		  void *ctx);
+
 /* Server-side copy within the bucket (up to 5 GiB). */
 int s3_copy(struct s3 *s, const char *src_key, const char *dst_key,
 	    const struct s3_copy_opts *opts, char **etag_out);

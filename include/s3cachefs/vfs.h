@@ -59,8 +59,15 @@ struct vfs_conf {
 	uint64_t chunk_size;	  /* CHUNK_SIZE_MIN..CHUNK_SIZE_MAX */
 	uint64_t meta_ttl_ms;	  /* trust metadata this long */
 	uint64_t negative_ttl_ms; /* trust "no such name" this long */
-	uint64_t readahead;	  /* largest window ahead of a reader */
-	unsigned prefetch;	  /* threads fetching ahead and parts of
+	/*
+	 * Listing a directory first lists its whole subtree without
+	 * delimiter, up to this many keys, and stores every folder's listing
+	 * from it (see tree.h); larger subtrees fall back to a listing of the
+	 * directory alone.  0: never.
+	 */
+	uint64_t list_flat_keys;
+	uint64_t readahead; /* largest window ahead of a reader */
+	unsigned prefetch;  /* threads fetching ahead and parts of
 				   * missing chunks (>= 1) */
 	/* writes (see cache/writeback.h) */
 	const char *cache_dir;	      /* staging files go below it */

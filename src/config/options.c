@@ -306,6 +306,14 @@ static const struct opt_def opt_table[] = {
 	  .max = 365 * 24 * MS_PER_HOUR,
 	  .group = "cache",
 	  .help = "trust \"no such file\" this long" },
+	{ .name = "list_flat",
+	  O_UINT(list_flat),
+	  .def = "5000",
+	  .min = 0,
+	  .max = 100000, /* ~200 bytes of memory per key while listing */
+	  .group = "cache",
+	  .help = "list a directory's whole subtree in one LIST of up to "
+		  "this many keys (0: off)" },
 	{ .name = "validate",
 	  O_ENUM(validate, validate_names),
 	  .def = "ttl",

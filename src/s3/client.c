@@ -1643,8 +1643,9 @@ int s3_mpu_abort(struct s3 *s, const char *key, const char *upload_id)
 	return s3_do(s, &r);
 }
 
-int s3_list_page(struct s3 *s, const char *prefix, const char *delimiter,
-		 const char *token, unsigned max_keys, struct s3_list_page *out)
+static int list_page(struct s3 *s, const char *prefix, const char *delimiter,
+		     const char *start_after, const char *token,
+		     unsigned max_keys, struct s3_list_page *out)
 {
 	char mk[16];
 	struct req r;
@@ -1657,6 +1658,8 @@ int s3_list_page(struct s3 *s, const char *prefix, const char *delimiter,
 		req_query(&r, "prefix", prefix);
 	if (delimiter && *delimiter)
 		req_query(&r, "delimiter", delimiter);
+	if (start_after && *start_after)
+		req_query(&r, "start-after", start_after);
 	if (token)
 		req_query(&r, "continuation-token", token);
 	if (max_keys) {
@@ -1672,15 +1675,29 @@ int s3_list_page(struct s3 *s, const char *prefix, const char *delimiter,
 	return rc;
 }
 
+int s3_list_page(struct s3 *s, const char *prefix, const char *delimiter,
+		 const char *token, unsigned max_keys, struct s3_list_page *out)
+{
+	return list_page(s, prefix, delimiter, NULL, token, max_keys, out);
+}
+
 int s3_list_all(struct s3 *s, const char *prefix, const char *delimiter,
 		s3_list_fn fn, void *ctx)
+{
+	return s3_list_pages(s, prefix, delimiter, NULL, 0, fn, ctx);
+}
+
+int s3_list_pages(struct s3 *s, const char *prefix, const char *delimiter,
+		  const char *start_after, unsigned max_keys, s3_list_fn fn,
+		  void *ctx)
 {
 	struct s3_list_page page = { 0 };
 	char *token = NULL;
 	int rc;
 
 	for (;;) {
-		rc = s3_list_page(s, prefix, delimiter, token, 0, &page);
+		rc = list_page(s, prefix, delimiter, start_after, token,
+			       max_keys, &page);
 		if (rc < 0)
 			break;
 		rc = fn(ctx, &page);

@@ -1134,6 +1134,16 @@ out:
 	return rc;
 }
 
+int meta_listing_expiry(struct meta *m, const char *dir, int64_t *expires_ms)
+{
+	int rc;
+
+	pthread_mutex_lock(&m->lock);
+	rc = listing_expiry(m, dir, expires_ms);
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
 int meta_listing_expire(struct meta *m, const char *dir)
 {
 	return run_key(m, ST_LIST_EXPIRE, dir, "expire listing");

@@ -54,6 +54,7 @@
 #include "s3cachefs/log.h"
 #include "s3cachefs/meta.h"
 #include "s3cachefs/s3.h"
+#include "s3cachefs/tree.h"
 #include "s3cachefs/vfs.h"
 #include "s3cachefs/writeback.h"
 
@@ -90,7 +91,9 @@
 #define SPEC_SMALL_MAX (256u << 10)
 #define SPEC_AHEAD 8
 #define SPEC_CACHE_PCT 80
-#define SYMLINK_MAX 4095 /* longest target; smaller objects may be links */
+#define SYMLINK_MAX 4095     /* longest target; smaller objects may be links */
+#define NOFLAT_SLOTS 32	     /* subtrees remembered as too big to list flat */
+#define LIST_PAGE_KEYS 1000u /* keys per page of a flat listing */
 
 /* Attributes from user metadata (x-amz-meta-mode, -uid, -gid, -mtime). */
 struct xattrs {
@@ -215,6 +218,14 @@ struct vfs {
 	uint64_t ring_clock;
 	int64_t offline_until_ms;
 	char *spec_dir, *spec_name; /* the last small file that missed */
+	/* prefixes holding more than conf.list_flat_keys keys, until when:
+	 * their subtrees (and their ancestors') are not listed flat; strings
+	 * owned, a ring of NOFLAT_SLOTS */
+	struct {
+		char *dir;
+		int64_t until_ms;
+	} noflat[NOFLAT_SLOTS];
+	unsigned noflat_next;
 	struct meta_touch *touches; /* pending object access stamps */
 	char **touch_keys;
 	size_t n_touches;
@@ -287,11 +298,7 @@ static void note_s3(struct vfs *v, int rc)
 /* True when @name (of @len bytes) may be a file name (vfs.h's rules). */
 static bool name_ok(const char *name, size_t len)
 {
-	if (len == 0 || len > VFS_NAME_MAX)
-		return false;
-	if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')))
-		return false;
-	return memchr(name, '/', len) == NULL && memchr(name, 0, len) == NULL;
+	return tree_name_ok(name, len);
 }
 
 /* The S3 key of @path: prefix + path.  Caller frees. */
@@ -701,51 +708,6 @@ static int snap_add(struct list_ctx *lc, const char *name, size_t len,
 	return 0;
 }
 
-static int on_list_page(void *ctx, const struct s3_list_page *p)
-{
-	struct list_ctx *lc = ctx;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < p->n_entries; i++) {
-		const char *k = p->entries[i].key;
-
-		if (strncmp(k, lc->dir, lc->dir_len) != 0)
-			continue;
-		k += lc->dir_len;
-		if (*k == '\0')
-			continue; /* the directory's own marker */
-		if (!name_ok(k, strlen(k))) {
-			log_debug("key '%s%s' has no file name: not shown",
-				  lc->dir, k);
-			continue;
-		}
-		rc = snap_add(lc, k, strlen(k), false, &p->entries[i]);
-		if (rc < 0)
-			return rc;
-	}
-	for (i = 0; i < p->n_prefixes; i++) {
-		const char *k = p->prefixes[i];
-		size_t len;
-
-		if (strncmp(k, lc->dir, lc->dir_len) != 0)
-			continue;
-		k += lc->dir_len;
-		len = strlen(k);
-		if (len > 0 && k[len - 1] == '/')
-			len--;
-		if (!name_ok(k, len)) {
-			log_debug("prefix '%s%s' has no file name: not shown",
-				  lc->dir, k);
-			continue;
-		}
-		rc = snap_add(lc, k, len, true, NULL);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
-}
-
 static void snap_free(struct dirent_snap *e, size_t n)
 {
 	size_t i;
@@ -788,36 +750,188 @@ static void snap_finish(struct list_ctx *lc)
 	lc->n = o;
 }
 
-/* LIST directory @dir from S3 and store it.  Fills lc. */
-static int list_from_s3(struct vfs *v, struct list_ctx *lc)
+/* A LIST read into a tree, stopped after @max keys (0: no bound). */
+struct tree_ctx {
+	struct tree t;
+	uint64_t max, keys;
+	char *first_key; /* owned */
+	bool cut;	 /* stopped before the end */
+};
+
+static int on_tree_page(void *ctx, const struct s3_list_page *p)
 {
-	struct meta_entry *me = NULL;
-	int64_t t = now_ms();
+	struct tree_ctx *tc = ctx;
 	size_t i;
 	int rc;
 
-	rc = s3_list_all(v->s3, lc->dir, "/", on_list_page, lc);
-	note_s3(v, rc);
-	if (rc < 0)
-		goto out;
-	snap_finish(lc);
-	me = calloc(lc->n ? lc->n : 1, sizeof(*me));
-	if (!me) {
-		rc = -ENOMEM;
-		goto out;
+	for (i = 0; i < p->n_entries; i++) {
+		const struct s3_list_entry *o = &p->entries[i];
+
+		if (!tc->first_key) {
+			tc->first_key = strdup(o->key);
+			if (!tc->first_key)
+				return -ENOMEM;
+		}
+		rc = tree_add_key(&tc->t, o->key, o->etag, o->size, o->mtime);
+		if (rc < 0)
+			return rc;
 	}
-	for (i = 0; i < lc->n; i++) {
-		me[i].name = lc->e[i].name;
-		me[i].is_dir = lc->e[i].is_dir;
-		me[i].etag = lc->e[i].etag;
-		me[i].size = lc->e[i].size;
-		me[i].mtime = lc->e[i].mtime;
+	for (i = 0; i < p->n_prefixes; i++) {
+		rc = tree_add_prefix(&tc->t, p->prefixes[i]);
+		if (rc < 0)
+			return rc;
 	}
-	/* the store is an optimisation: its failure is logged, not fatal */
-	meta_listing_put(v->meta, lc->dir, t, t + (int64_t)v->conf.meta_ttl_ms,
-			 me, lc->n);
+	tc->keys += p->n_entries + p->n_prefixes;
+	if (tc->max && p->truncated && tc->keys >= tc->max) {
+		tc->cut = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* True when @dir is known to hold more keys than a flat listing may read. */
+static bool noflat(struct vfs *v, const char *dir)
+{
+	size_t len = strlen(dir), i;
+	int64_t t = now_ms();
+	bool found = false;
+
+	pthread_mutex_lock(&v->lock);
+	for (i = 0; i < NOFLAT_SLOTS && !found; i++)
+		found = v->noflat[i].dir && v->noflat[i].until_ms > t &&
+			strncmp(v->noflat[i].dir, dir, len) == 0;
+	pthread_mutex_unlock(&v->lock);
+	return found;
+}
+
+/* Remember the deepest folder holding both the first and the last key a
+ * cut flat listing read: it alone holds more than the bound. */
+static void note_noflat(struct vfs *v, const struct tree_ctx *tc)
+{
+	const char *a = tc->first_key, *b = tc->t.last_key;
+	size_t len = 0, i;
+	char *dir;
+
+	if (!a || !b)
+		return;
+	for (i = 0; a[i] && a[i] == b[i]; i++)
+		if (a[i] == '/')
+			len = i + 1;
+	if (len < tc->t.base_len)
+		len = tc->t.base_len;
+	dir = strndup(a, len);
+	if (!dir)
+		return;
+	pthread_mutex_lock(&v->lock);
+	i = v->noflat_next++ % NOFLAT_SLOTS;
+	free(v->noflat[i].dir);
+	v->noflat[i].dir = dir;
+	v->noflat[i].until_ms = now_ms() + (int64_t)v->conf.meta_ttl_ms;
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* Store every folder of @t, and copy the entries of lc->dir into @lc (may
+ * be NULL) when @t holds them. */
+static int store_tree(struct vfs *v, const struct tree *t, int64_t fetched,
+		      struct list_ctx *lc)
+{
+	struct meta_entry *me = NULL;
+	const struct tree_item *e;
+	const char *dir;
+	size_t i = 0, n, j, cap = 0;
+	int64_t exp = fetched + (int64_t)v->conf.meta_ttl_ms;
+	int rc = 0;
+
+	while (tree_next_dir(t, &i, &dir, &e, &n)) {
+		bool mine = lc && strcmp(dir, lc->dir) == 0;
+
+		if (n > cap) {
+			struct meta_entry *m = realloc(me, n * sizeof(*m));
+
+			if (!m) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			me = m;
+			cap = n;
+		}
+		for (j = 0; j < n; j++) {
+			memset(&me[j], 0, sizeof(me[j]));
+			me[j].name = e[j].name;
+			me[j].is_dir = e[j].is_dir;
+			me[j].etag = e[j].etag;
+			me[j].size = e[j].size;
+			me[j].mtime = e[j].mtime;
+			if (mine) {
+				struct s3_list_entry o = {
+					.etag = e[j].etag,
+					.size = e[j].size,
+					.mtime = e[j].mtime,
+				};
+
+				rc = snap_add(lc, e[j].name, strlen(e[j].name),
+					      e[j].is_dir,
+					      e[j].is_dir ? NULL : &o);
+				if (rc < 0)
+					goto out;
+			}
+		}
+		/* the store is an optimisation: its failure is logged, not
+		 * fatal */
+		meta_listing_put(v->meta, dir, fetched, exp, n ? me : NULL, n);
+	}
 out:
 	free(me);
+	return rc;
+}
+
+/*
+ * LIST directory lc->dir from S3 and store it.  Fills lc.  First its whole
+ * subtree without delimiter, up to conf.list_flat_keys keys: every folder
+ * below is stored too.  When the subtree is bigger, the listing goes on
+ * with delimiter after the last key read, which completes lc->dir alone;
+ * the folders wholly read are stored too.
+ */
+static int list_from_s3(struct vfs *v, struct list_ctx *lc)
+{
+	struct tree_ctx tc = { 0 };
+	const char *after = NULL;
+	int64_t t = now_ms();
+	int rc;
+
+	rc = tree_init(&tc.t, lc->dir);
+	if (rc < 0)
+		goto out;
+	if (v->conf.list_flat_keys && !noflat(v, lc->dir)) {
+		tc.max = v->conf.list_flat_keys;
+		rc = s3_list_pages(v->s3, lc->dir, NULL, NULL,
+				   (unsigned)(tc.max < LIST_PAGE_KEYS
+						      ? tc.max
+						      : LIST_PAGE_KEYS),
+				   on_tree_page, &tc);
+		note_s3(v, rc);
+		if (rc < 0 || !tc.cut)
+			goto done;
+		log_debug("list '%s': more than %llu keys below: the rest "
+			  "with delimiter",
+			  lc->dir, (unsigned long long)tc.max);
+		note_noflat(v, &tc);
+		rc = tree_cut(&tc.t);
+		if (rc < 0)
+			goto out;
+		after = tc.t.cut_key;
+	}
+	tc.max = 0;
+	rc = s3_list_pages(v->s3, lc->dir, "/", after, 0, on_tree_page, &tc);
+	note_s3(v, rc);
+done:
+	if (rc < 0)
+		goto out;
+	tree_finish(&tc.t, true);
+	rc = store_tree(v, &tc.t, t, lc);
+out:
+	tree_release(&tc.t);
+	free(tc.first_key);
 	return rc;
 }
 
@@ -996,6 +1110,46 @@ static int resolve_file_s3(struct vfs *v, const char *key, uint64_t size,
 	return rc;
 }
 
+/*
+ * Whether some key starts with @dir: with list_flat, one page of the
+ * subtree without delimiter, whose folders are stored as list_from_s3()
+ * stores them (an opendir that follows the lookup lists nothing); else one
+ * page with delimiter.
+ */
+static int probe_dir(struct vfs *v, const char *dir, bool *any)
+{
+	struct tree_ctx tc = { 0 };
+	int64_t t = now_ms();
+	int rc;
+
+	if (!v->conf.list_flat_keys)
+		return s3_list_all(v->s3, dir, "/", on_any, any);
+	rc = tree_init(&tc.t, dir);
+	if (rc < 0)
+		goto out;
+	tc.max = v->conf.list_flat_keys < LIST_PAGE_KEYS
+			 ? v->conf.list_flat_keys
+			 : LIST_PAGE_KEYS;
+	rc = s3_list_pages(v->s3, dir, NULL, NULL, (unsigned)tc.max,
+			   on_tree_page, &tc);
+	if (rc < 0)
+		goto out;
+	*any = tc.keys > 0;
+	if (!*any)
+		goto out;
+	if (tc.cut) {
+		rc = tree_cut(&tc.t);
+		if (rc < 0)
+			goto out;
+	}
+	tree_finish(&tc.t, false);
+	rc = store_tree(v, &tc.t, t, NULL);
+out:
+	tree_release(&tc.t);
+	free(tc.first_key);
+	return rc;
+}
+
 /* Ask S3 what @key is: a directory (some key below key/), a file, or
  * nothing (-ENOENT). */
 static int resolve_s3(struct vfs *v, const char *key, struct found *f)
@@ -1008,7 +1162,7 @@ static int resolve_s3(struct vfs *v, const char *key, struct found *f)
 
 	if (asprintf(&dir, "%s/", key) < 0)
 		return -ENOMEM;
-	rc = s3_list_all(v->s3, dir, "/", on_any, &any);
+	rc = probe_dir(v, dir, &any);
 	if (rc == 0 && any) {
 		f->is_dir = true;
 		goto out;
@@ -1057,6 +1211,18 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 	}
 	meta_object_release(&o);
 	memset(&o, 0, sizeof(o));
+	/* 1b. its own listing, stored by a listing of an ancestor or a probe
+	 * of this name (resolve_s3) */
+	if (asprintf(&below, "%s/", key) < 0) {
+		below = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (meta_listing_expiry(v->meta, below, &exp) == 0 && exp > t) {
+		f->is_dir = true;
+		rc = 0;
+		goto out;
+	}
 	/* 2. a negative entry */
 	if (meta_negative_get(v->meta, key, &exp) == 0 && exp > t) {
 		rc = -ENOENT;
@@ -1070,11 +1236,6 @@ static int resolve(struct vfs *v, const char *dir_path, const char *name,
 	}
 	stale_ok = rc == 0;
 	/* 4. a fresh row of an object below it: a folder */
-	if (asprintf(&below, "%s/", key) < 0) {
-		below = NULL;
-		rc = -ENOMEM;
-		goto out;
-	}
 	if (meta_object_under(v->meta, below,
 			      is_offline(v) || never(v) ? INT64_MIN : t) == 1) {
 		f->is_dir = true;
@@ -2678,6 +2839,8 @@ void vfs_free(struct vfs *v)
 	free((char *)v->conf.bucket);
 	free((char *)v->conf.prefix);
 	pthread_cond_destroy(&v->queue_cond);
+	for (i = 0; i < NOFLAT_SLOTS; i++)
+		free(v->noflat[i].dir);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
 }

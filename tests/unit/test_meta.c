@@ -445,6 +445,10 @@ static void test_listings(struct meta *m)
 	       "walk again after a stop");
 	is_int(n, 5, "all five");
 
+	is_int(meta_listing_expiry(m, "d/sub/", &exp), 0, "listing expiry");
+	is_int(exp, 65000, "listing expiry read");
+	is_int(meta_listing_expiry(m, "nope/", &exp), -ENOENT,
+	       "no listing: no expiry");
 	is_int(meta_listing_expire(m, "d/"), 0, "expire listing");
 	is_int(meta_listing_find(m, "d/", "b", &exp, &is_dir, NULL), 0,
 	       "find after expire");
