@@ -97,7 +97,7 @@ def test_ls_lR_of_40_folders_costs_one_list(mount, s3, bucket, s3rver):
     assert len(list_requests(s3rver, bucket)) == 1, "walking the tree listed again"
 
 
-def test_find_in_a_subfolder_costs_one_list_of_that_subtree(mount, s3, bucket, s3rver):
+def test_find_in_a_subfolder_costs_one_flat_list(mount, s3, bucket, s3rver):
     items = awkward_tree()
     put_many(s3, bucket, items)
     m = mount(bucket, meta_ttl="1h")
@@ -105,11 +105,11 @@ def test_find_in_a_subfolder_costs_one_list_of_that_subtree(mount, s3, bucket, s
     got = find(m.path / "d5")
     assert got == sorted(["."] + [f"s{j}" for j in range(4)] + [f"s{j}/f5{j}.txt" for j in range(4)])
     lists = list_requests(s3rver, bucket)
-    # the lookup of d5 lists d5/ flat, which serves the opendirs below too
+    # the lookup of d5 lists its parent, the root, flat (under the bound),
+    # which serves the opendirs below too
     assert len(lists) == 1, lists
-    assert "prefix=d5%2F" in lists[0] and "delimiter" not in lists[0], lists
-    # after a remount within meta_ttl, d5 is known as a folder by its own
-    # stored listing, though the root was never listed
+    assert "prefix=" not in lists[0] and "delimiter" not in lists[0], lists
+    # after a remount within meta_ttl, d5 is known from the stored listings
     m.unmount()
     m.remount()
     s3rver.clear_log()
@@ -176,21 +176,25 @@ def test_list_flat_0_lists_each_directory(mount, s3, bucket, s3rver):
     assert len(lists) == len(want), lists
 
 
-def test_lookup_lists_the_subtree_it_probes(mount, s3, bucket, s3rver):
+def test_lookup_lists_the_parent_then_the_subtree_once(mount, s3, bucket, s3rver):
     items = {f"big/{i:03d}": b"b" * 100 for i in range(25)}
     items.update({"small/a/1": b"1", "small/b/1": b"2", "small/b/c/2": b"3"})
     put_many(s3, bucket, items)
     m = mount(bucket, meta_ttl="1h", list_flat="10")
     s3rver.clear_log()
-    # looking small/ up lists its subtree (3 keys, under the bound): the
-    # folders below are then known without another request
+    # looking small/ up lists its parent, the root: a flat page cut at the
+    # bound, then the rest with delimiter after its last key; small/'s
+    # subtree (3 keys, under the bound) is then listed flat once, and the
+    # folders below it cost nothing more
     assert walk(m.path / "small") == {"": ["a", "b"], "a": ["1"], "b": ["1", "c"], "b/c": ["2"]}
     lists = list_requests(s3rver, bucket)
-    assert len(lists) == 1 and "delimiter" not in lists[0], lists
-    # big/ is over the bound: its probe page is cut, its listing is done
-    # by a flat page then the rest with delimiter
+    assert len(lists) == 3, lists
+    assert "prefix=" not in lists[0] and "max-keys=10" in lists[0] and "delimiter" not in lists[0], lists
+    assert "delimiter=%2F" in lists[1] and "start-after=big%2F009" in lists[1], lists
+    assert "prefix=small%2F" in lists[2] and "delimiter" not in lists[2], lists
+    # big/ alone is over the bound (its 25 keys cut the root's flat page):
+    # it is remembered, and listed with delimiter at once, in one request
     s3rver.clear_log()
     assert sorted(os.listdir(m.path / "big")) == [f"{i:03d}" for i in range(25)]
     lists = list_requests(s3rver, bucket)
-    assert len(lists) == 3, lists
-    assert sum("start-after=big%2F009" in line for line in lists) == 1, lists
+    assert len(lists) == 1 and "prefix=big%2F" in lists[0] and "delimiter=%2F" in lists[0], lists
