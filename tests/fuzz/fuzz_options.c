@@ -7,6 +7,7 @@
  * a failed parse leaves *out alone and returns -EINVAL or -ERANGE, an error
  * message is one line, and a failed set does not leak.
  */
+#undef NDEBUG /* the checks below are the point, in release builds too */
 #include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
