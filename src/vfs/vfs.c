@@ -80,7 +80,10 @@
 /* A file read at random in small reads (not a reader of a few larger
  * pieces, like the columns of a Parquet file) that missed this many
  * chunks is fetched whole in the background, through the prefetch queue,
- * when it is at most RANDOM_WHOLE_MAX and a quarter of the cache's cap. */
+ * when it is at most RANDOM_WHOLE_MAX and a quarter of the cache's cap.
+ * So is, under the same limits, a file whose handle's first read lands in
+ * its last chunk and not at 0 (a Parquet, ORC or zip reader at the footer:
+ * column reads follow); the reader's own chunk is put in flight first. */
 #define RANDOM_WHOLE_MISSES 8
 #define RANDOM_WHOLE_MAX (256ull << 20)
 #define RANDOM_READ_MAX (256u << 10) /* reads that count as random ones */
@@ -146,11 +149,16 @@ struct vfs_file {
 	struct wb_file *wb; /* staged: reads and writes go through it */
 	int flags;	    /* of the open */
 	bool attrs_moved; /* the open may have changed what the kernel knows */
-	pthread_mutex_t lock;  /* guards the readahead state below */
-	uint64_t next_off;     /* end of the reads so far */
-	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
-	uint64_t ra_next;      /* first chunk index not yet queued */
-	uint64_t whole_next;   /* random: next chunk of the whole-file fetch */
+	pthread_mutex_t lock; /* guards the readahead state below */
+	uint64_t next_off;    /* end of the reads so far */
+	uint64_t window;      /* bytes to keep fetched ahead; 0: random */
+	uint64_t ra_next;     /* first chunk index not yet queued */
+	uint64_t whole_next;  /* random: next chunk of the whole-file fetch */
+	/* a footer reader (its first read landed in the file's last chunk,
+	 * not at 0): the whole-file fetch covers chunks [0, whole_end) (the
+	 * reader fetches its own, the rest); 0: not one */
+	uint64_t whole_end;
+	bool read_once;	       /* a read was made through this handle */
 	uint64_t small_random; /* random reads of at most RANDOM_READ_MAX */
 	uint64_t hits, misses; /* chunk reads by source, atomics */
 	/* chunks [pf_lo, pf_hi) held a chunk this handle had fetched ahead
@@ -2215,20 +2223,25 @@ static struct inflight *claim_any(struct vfs *v, int *p)
 	return NULL;
 }
 
-/* @f is read at random: once it missed RANDOM_WHOLE_MISSES chunks, queue
- * the rest of it, if small enough, as far as the queue takes it. */
-static void fetch_whole(struct vfs *v, struct vfs_file *f)
+/* @f is read at random (@random: once it missed RANDOM_WHOLE_MISSES
+ * chunks) or is a footer reader (f->whole_end): queue the rest of it, if
+ * small enough, as far as the queue takes it. */
+static void fetch_whole(struct vfs *v, struct vfs_file *f, bool random)
 {
 	uint64_t n = chunk_count_of(f->size, v->conf.chunk_size), i;
 	struct cache_stats cs;
 
-	if (f->size > RANDOM_WHOLE_MAX ||
-	    __atomic_load_n(&f->misses, __ATOMIC_RELAXED) < RANDOM_WHOLE_MISSES)
+	if (f->size > RANDOM_WHOLE_MAX)
 		return;
 	pthread_mutex_lock(&f->lock);
 	i = f->whole_next;
-	if (f->small_random < RANDOM_WHOLE_MISSES)
+	if (f->whole_end) {
+		n = f->whole_end;
+	} else if (!random || f->small_random < RANDOM_WHOLE_MISSES ||
+		   __atomic_load_n(&f->misses, __ATOMIC_RELAXED) <
+			   RANDOM_WHOLE_MISSES) {
 		i = n;
+	}
 	pthread_mutex_unlock(&f->lock);
 	if (i >= n)
 		return;
@@ -2398,16 +2411,42 @@ out:
 	free(dir);
 }
 
+/* Put chunk @index of @f in flight, in parts, unless it is cached or in
+ * flight already: the reader that is about to need it joins this fetch,
+ * and the prefetch threads take its parts before any queued chunk. */
+static void start_own(struct vfs *v, struct vfs_file *f, uint64_t index)
+{
+	char name[CHUNK_NAME_LEN + 1];
+
+	name_chunk(v, f->key, f->etag, index, name);
+	pthread_mutex_lock(&v->lock);
+	if (!inflight_find(v, name) && !cache_contains(v->cache, name))
+		inflight_new(v, f->key, f->etag, index,
+			     chunk_len_of(index, f->size, v->conf.chunk_size),
+			     name, false);
+	pthread_mutex_unlock(&v->lock);
+}
+
 /* Update @f's readahead window for a read of [off, end) and queue the
  * chunks it now covers. */
 static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		       uint64_t end)
 {
 	uint64_t cs = v->conf.chunk_size, first, last, i;
+	uint64_t n = chunk_count_of(f->size, cs);
+	bool footer;
 
 	if (v->conf.readahead == 0)
 		return;
 	pthread_mutex_lock(&f->lock);
+	/* a columnar reader (Parquet, ORC, zip) opens at the footer and then
+	 * jumps around the file: fetch all of it */
+	footer = !f->read_once && off > 0 && n > 1 &&
+		 chunk_index_of(end - 1, cs) == n - 1 &&
+		 chunk_index_of(off, cs) > 0 && f->size <= RANDOM_WHOLE_MAX;
+	f->read_once = true;
+	if (footer)
+		f->whole_end = chunk_index_of(off, cs);
 	if (off + SEQ_SLACK >= f->next_off && off <= f->next_off + SEQ_SLACK) {
 		f->window = f->window ? f->window * 2 : cs;
 		if (f->window > v->conf.readahead)
@@ -2431,10 +2470,12 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	if (f->window && first <= last)
 		f->ra_next = last + 1;
 	pthread_mutex_unlock(&f->lock);
+	if (footer)
+		start_own(v, f, chunk_index_of(off, cs));
 	for (i = first; f->window && i <= last && f->size; i++)
 		prefetch(v, f, i);
-	if (!f->window && f->size)
-		fetch_whole(v, f);
+	if (f->size)
+		fetch_whole(v, f, !f->window);
 	if (off == 0 && f->size && f->size <= SPEC_SMALL_MAX)
 		speculate(v, f);
 }
