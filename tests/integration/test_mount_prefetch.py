@@ -366,3 +366,29 @@ def test_object_changed_during_footer_fetch_gives_eio(mount, s3, bucket, s3rver)
         gate.open.set()
         gate.stop()
     assert st["vfs.stale"] >= 1, st
+
+
+def test_default_prefetch_keeps_eight_gets_in_flight(mount, s3, bucket, s3rver):
+    # a footer read of a 16-chunk file: with every GET of the rest held,
+    # the default 8 prefetch threads each have one in flight (4 did before)
+    data = rand_bytes(16 * MiB, "eight")
+    s3.put_object(Bucket=bucket, Key="p.parquet", Body=data)
+    gate = GateProxy("127.0.0.1", s3rver.port)
+    gate.below = 15 * MiB
+    gate.start()
+    try:
+        m = mount(bucket, endpoint=gate.endpoint, chunk_size="1M")
+        with open(m.path / "p.parquet", "rb", buffering=0) as f:
+            assert os.pread(f.fileno(), 8, len(data) - 8) == data[-8:]
+            wait_for(lambda: gate.held >= 8, 20, "8 GETs held at the gate")
+            gate.open.set()
+            assert os.pread(f.fileno(), 4096, 5 * MiB) == data[5 * MiB:5 * MiB + 4096]
+            # the rest of the file is read from the fetches, none again
+            f.seek(0)
+            assert sha(f.read()) == sha(data)
+        st = m.unmount()
+    finally:
+        gate.open.set()
+        gate.stop()
+    assert_tiles(gate.got("p.parquet"), len(data), MiB)
+    assert st["cache.chunks"] == 16, st
