@@ -119,6 +119,9 @@ def test_sequential_read_fetches_parts_covering_each_byte_once(mount, s3, bucket
     # chunk 0, which the reader waited for, came in four 1 MiB parts
     assert sorted(r for r in ranges if r[0] < 4 * MiB) == [(i * MiB, (i + 1) * MiB - 1) for i in range(4)]
     assert st["vfs.fetches"] == 3 and st["cache.chunks"] == 3, st
+    # each written to the cache by the writer thread, not by the thread
+    # that fetched it (which went on to its next GET)
+    assert st["vfs.behind"] == 3, st
 
 
 def test_random_read_gets_its_part_and_the_chunk_completes(mount, s3, bucket, range_proxy):
