@@ -31,8 +31,9 @@
  * conf.readahead); chunks in the window are queued to the prefetch threads.
  * A read elsewhere closes the window, so random reads fetch only the chunks
  * they touch.  Memory is bounded: each fetch holds one chunk, the fetches
- * are bounded by the FUSE threads plus the prefetch threads, the queue and
- * the memory ring have fixed sizes.
+ * are bounded by the FUSE threads plus the prefetch threads plus the
+ * WRITE_QUEUE chunks waiting for the writer thread, the queue and the
+ * memory ring have fixed sizes.
  *
  * Lock order: v->lock, then f->lock is never taken inside it (handles lock
  * only their own readahead state); no lock is held across S3, SQLite or
