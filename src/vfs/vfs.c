@@ -27,8 +27,8 @@
  * memory chunks so that the reads that follow do not fetch it again.
  *
  * Readahead.  Each handle tracks where its reads end; reads that continue
- * near there are sequential and widen the window (doubling up to
- * conf.readahead); chunks in the window are queued to the prefetch threads.
+ * near there are sequential and widen the window (one chunk, then x4 per
+ * read up to conf.readahead); chunks in the window are queued to the prefetch threads.
  * A read elsewhere closes the window, so random reads fetch only the chunks
  * they touch.  Memory is bounded: each fetch holds one chunk, the fetches
  * are bounded by the FUSE threads plus the prefetch threads plus the
@@ -2505,7 +2505,9 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	if (footer)
 		f->whole_end = chunk_index_of(off, cs);
 	if (off + SEQ_SLACK >= f->next_off && off <= f->next_off + SEQ_SLACK) {
-		f->window = f->window ? f->window * 2 : cs;
+		/* one chunk after a first read, then x4: a cold reader has
+		 * every prefetch thread busy by its third read */
+		f->window = f->window ? f->window * 4 : cs;
 		if (f->window > v->conf.readahead)
 			f->window = v->conf.readahead;
 	} else {

@@ -395,3 +395,21 @@ def test_default_prefetch_keeps_eight_gets_in_flight(mount, s3, bucket, s3rver):
         gate.stop()
     assert_tiles(gate.got("p.parquet"), len(data), MiB)
     assert st["cache.chunks"] == 16, st
+
+
+def test_third_sequential_read_queues_sixteen_chunks(mount, s3, bucket, range_proxy):
+    # 1 MiB chunks, three 1 MiB reads from the start, page cache bypassed:
+    # the window is 1 chunk after the first, 4 after the second, 16 after
+    # the third (doubling gave 4), so chunks 0..18 are fetched
+    data = rand_bytes(40 * MiB, "window")
+    s3.put_object(Bucket=bucket, Key="w", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="1M")
+    with open(m.path / "w", "rb", buffering=0) as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        for i in range(3):
+            assert os.pread(f.fileno(), MiB, i * MiB) == data[i * MiB:(i + 1) * MiB]
+    wait_for(lambda: len(range_proxy.got("w")) >= 19, 20, "the chunks of the window")
+    st = m.unmount()
+    assert sorted(first // MiB for first, _ in range_proxy.got("w")) == list(range(19)), range_proxy.got("w")
+    # all but chunk 0, the first read's own
+    assert st["vfs.prefetches"] == 18, st
