@@ -1222,20 +1222,20 @@ static void log_stats(struct app *app)
 	log_info("stats: vfs reads=%" PRIu64 " bytes=%" PRIu64
 		 " chunk_hits=%" PRIu64 " fetches=%" PRIu64
 		 " prefetches=%" PRIu64 " stale=%" PRIu64 " bypass=%" PRIu64
-		 "; cache used=%" PRIu64 " cap=%" PRIu64 " chunks=%" PRIu64
-		 " hits=%" PRIu64 " misses=%" PRIu64 " admitted=%" PRIu64
-		 " evicted=%" PRIu64 " corrupt=%" PRIu64 " wrong_key=%" PRIu64
-		 " disk_errors=%" PRIu64 " opens=%" PRIu64 "; s3 get=%" PRIu64
-		 " head=%" PRIu64 " list=%" PRIu64 " retries=%" PRIu64
-		 " errors=%" PRIu64 " connects=%" PRIu64
+		 " behind=%" PRIu64 "; cache used=%" PRIu64 " cap=%" PRIu64
+		 " chunks=%" PRIu64 " hits=%" PRIu64 " misses=%" PRIu64
+		 " admitted=%" PRIu64 " evicted=%" PRIu64 " corrupt=%" PRIu64
+		 " wrong_key=%" PRIu64 " disk_errors=%" PRIu64 " opens=%" PRIu64
+		 "; s3 get=%" PRIu64 " head=%" PRIu64 " list=%" PRIu64
+		 " retries=%" PRIu64 " errors=%" PRIu64 " connects=%" PRIu64
 		 "; proc peak_rss_kib=%ld",
 		 vs.reads, vs.bytes_read, vs.chunk_hits, vs.chunk_fetches,
-		 vs.prefetches, vs.stale, vs.cache_bypass, cs.used_bytes,
-		 cs.cap_bytes, cs.chunks, cs.hits, cs.misses, cs.admitted,
-		 cs.evicted, cs.corrupt, cs.wrong_key, cs.disk_errors,
-		 cs.file_opens, ss.requests[S3_OP_GET], ss.requests[S3_OP_HEAD],
-		 ss.requests[S3_OP_LIST], ss.retries, ss.errors, ss.connects,
-		 peak_kib);
+		 vs.prefetches, vs.stale, vs.cache_bypass, vs.written_behind,
+		 cs.used_bytes, cs.cap_bytes, cs.chunks, cs.hits, cs.misses,
+		 cs.admitted, cs.evicted, cs.corrupt, cs.wrong_key,
+		 cs.disk_errors, cs.file_opens, ss.requests[S3_OP_GET],
+		 ss.requests[S3_OP_HEAD], ss.requests[S3_OP_LIST], ss.retries,
+		 ss.errors, ss.connects, peak_kib);
 }
 
 /* Build everything, serve, and say how it went: the exit status. */

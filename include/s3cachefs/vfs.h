@@ -95,14 +95,16 @@ struct vfs_attr {
 };
 
 struct vfs_stats {
-	uint64_t reads;		/* vfs_read calls */
-	uint64_t bytes_read;	/* returned to readers */
-	uint64_t chunk_hits;	/* chunks served from the cache */
-	uint64_t chunk_fetches; /* chunks fetched from S3 */
-	uint64_t prefetches;	/* of those, fetched ahead of a reader */
-	uint64_t stale;		/* reads failed by a changed object (412) */
-	uint64_t cache_bypass;	/* chunks served without the disk cache */
-	uint64_t direct_reads;	/* O_DIRECT reads sent straight to S3 */
+	uint64_t reads;		 /* vfs_read calls */
+	uint64_t bytes_read;	 /* returned to readers */
+	uint64_t chunk_hits;	 /* chunks served from the cache */
+	uint64_t chunk_fetches;	 /* chunks fetched from S3 */
+	uint64_t prefetches;	 /* of those, fetched ahead of a reader */
+	uint64_t stale;		 /* reads failed by a changed object (412) */
+	uint64_t cache_bypass;	 /* chunks served without the disk cache */
+	uint64_t direct_reads;	 /* O_DIRECT reads sent straight to S3 */
+	uint64_t written_behind; /* fetched chunks the writer thread admitted,
+				  * while their fetcher went on */
 };
 
 /* How an open file's reads were served, for vfs_cache_info(). */

@@ -354,7 +354,7 @@ static const struct opt_def opt_table[] = {
 	  .help = "largest window fetched ahead of a sequential reader" },
 	{ .name = "prefetch",
 	  O_UINT(prefetch),
-	  .def = "4",
+	  .def = "8",
 	  .min = 1,
 	  .max = 64,
 	  .group = "cache",

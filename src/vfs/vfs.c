@@ -27,12 +27,13 @@
  * memory chunks so that the reads that follow do not fetch it again.
  *
  * Readahead.  Each handle tracks where its reads end; reads that continue
- * near there are sequential and widen the window (doubling up to
- * conf.readahead); chunks in the window are queued to the prefetch threads.
+ * near there are sequential and widen the window (one chunk, then x4 per
+ * read up to conf.readahead); chunks in the window are queued to the prefetch threads.
  * A read elsewhere closes the window, so random reads fetch only the chunks
  * they touch.  Memory is bounded: each fetch holds one chunk, the fetches
- * are bounded by the FUSE threads plus the prefetch threads, the queue and
- * the memory ring have fixed sizes.
+ * are bounded by the FUSE threads plus the prefetch threads plus the
+ * WRITE_QUEUE chunks waiting for the writer thread, the queue and the
+ * memory ring have fixed sizes.
  *
  * Lock order: v->lock, then f->lock is never taken inside it (handles lock
  * only their own readahead state); no lock is held across S3, SQLite or
@@ -72,15 +73,24 @@
  * threads (a chunk fetched ahead of a reader is one GET).  A reader returns once its parts are in; the rest of the chunk
  * is left to the prefetch threads, for at most INFLIGHT_SOFT chunks at a
  * time (past that, a reader finishes its chunk before it returns).  Memory
- * in flight: at most (INFLIGHT_SOFT + prefetch threads + FUSE threads)
- * chunks. */
+ * in flight: at most (INFLIGHT_SOFT + prefetch threads + FUSE threads +
+ * WRITE_QUEUE) chunks. */
 #define PART_MIN (1u << 20)
 #define PARTS_MAX 64
 #define INFLIGHT_SOFT 8
+/* A fetched chunk is written to the cache by a writer thread, so that the
+ * thread that fetched it starts its next GET at once (a write took 3-40 ms
+ * of each ~80 ms 4 MiB GET); at most WRITE_QUEUE chunks wait for it, past
+ * that the fetching thread writes its chunk itself.  They stay readers'
+ * to share (on v->inflight) until written. */
+#define WRITE_QUEUE 8
 /* A file read at random in small reads (not a reader of a few larger
  * pieces, like the columns of a Parquet file) that missed this many
  * chunks is fetched whole in the background, through the prefetch queue,
- * when it is at most RANDOM_WHOLE_MAX and a quarter of the cache's cap. */
+ * when it is at most RANDOM_WHOLE_MAX and a quarter of the cache's cap.
+ * So is, under the same limits, a file whose handle's first read lands in
+ * its last chunk and not at 0 (a Parquet, ORC or zip reader at the footer:
+ * column reads follow); the reader's own chunk is put in flight first. */
 #define RANDOM_WHOLE_MISSES 8
 #define RANDOM_WHOLE_MAX (256ull << 20)
 #define RANDOM_READ_MAX (256u << 10) /* reads that count as random ones */
@@ -146,11 +156,16 @@ struct vfs_file {
 	struct wb_file *wb; /* staged: reads and writes go through it */
 	int flags;	    /* of the open */
 	bool attrs_moved; /* the open may have changed what the kernel knows */
-	pthread_mutex_t lock;  /* guards the readahead state below */
-	uint64_t next_off;     /* end of the reads so far */
-	uint64_t window;       /* bytes to keep fetched ahead; 0: random */
-	uint64_t ra_next;      /* first chunk index not yet queued */
-	uint64_t whole_next;   /* random: next chunk of the whole-file fetch */
+	pthread_mutex_t lock; /* guards the readahead state below */
+	uint64_t next_off;    /* end of the reads so far */
+	uint64_t window;      /* bytes to keep fetched ahead; 0: random */
+	uint64_t ra_next;     /* first chunk index not yet queued */
+	uint64_t whole_next;  /* random: next chunk of the whole-file fetch */
+	/* a footer reader (its first read landed in the file's last chunk,
+	 * not at 0): the whole-file fetch covers chunks [0, whole_end) (the
+	 * reader fetches its own, the rest); 0: not one */
+	uint64_t whole_end;
+	bool read_once;	       /* a read was made through this handle */
 	uint64_t small_random; /* random reads of at most RANDOM_READ_MAX */
 	uint64_t hits, misses; /* chunk reads by source, atomics */
 	/* chunks [pf_lo, pf_hi) held a chunk this handle had fetched ahead
@@ -238,6 +253,14 @@ struct vfs {
 	bool stopping;
 	pthread_t *threads;
 	unsigned n_threads;
+
+	/* chunks fetched, waiting for the writer thread, each holding a
+	 * reference; under lock */
+	pthread_cond_t wq_cond;
+	struct inflight *wq[WRITE_QUEUE];
+	unsigned wq_head, wq_len;
+	pthread_t writer;
+	bool has_writer;
 
 	struct vfs_stats stats; /* atomics */
 };
@@ -1967,20 +1990,16 @@ static void inflight_put(struct inflight *fl)
 		inflight_free(fl);
 }
 
-/*
- * Every part of @fl is in, or one failed and none is still running:
- * admit the chunk to the cache (or the ring when the cache cannot take
- * it), then take it off v->inflight.  Called and returns with v->lock
- * held, by a thread holding a reference; drops the lock meanwhile.
- */
-static void settle(struct vfs *v, struct inflight *fl)
+/* Admit settled @fl to the cache (or the ring when the cache cannot take
+ * it), then take it off v->inflight.  Called and returns with v->lock held,
+ * by a thread holding a reference; drops the lock meanwhile. */
+static void admit(struct vfs *v, struct inflight *fl)
 {
 	struct cache_ref ref = { .key = fl->key,
 				 .etag = fl->etag,
 				 .index = fl->index };
 	struct inflight **pp;
 
-	fl->settling = true;
 	if (fl->rc == 0) {
 		pthread_mutex_unlock(&v->lock);
 		STAT_ADD(v, chunk_fetches, 1);
@@ -2001,6 +2020,52 @@ static void settle(struct vfs *v, struct inflight *fl)
 	*pp = fl->next;
 	v->n_inflight--;
 	pthread_cond_broadcast(&v->queue_cond);
+}
+
+/*
+ * Every part of @fl is in, or one failed and none is still running: hand
+ * it to the writer thread (with a reference of its own) when it has room,
+ * else admit it here.  Called and returns with v->lock held, by a thread
+ * holding a reference; may drop the lock meanwhile.
+ */
+static void settle(struct vfs *v, struct inflight *fl)
+{
+	fl->settling = true;
+	if (fl->rc == 0 && v->has_writer && !v->stopping &&
+	    v->wq_len < WRITE_QUEUE) {
+		fl->refs++;
+		STAT_ADD(v, written_behind, 1);
+		v->wq[(v->wq_head + v->wq_len) % WRITE_QUEUE] = fl;
+		v->wq_len++;
+		pthread_cond_signal(&v->wq_cond);
+		return;
+	}
+	admit(v, fl);
+}
+
+/* The writer thread: admits the chunks settle() hands it, oldest first,
+ * until the vfs stops and none is left. */
+static void *writer_main(void *arg)
+{
+	struct vfs *v = arg;
+	struct inflight *fl;
+
+	pthread_mutex_lock(&v->lock);
+	for (;;) {
+		if (v->wq_len == 0) {
+			if (v->stopping)
+				break;
+			pthread_cond_wait(&v->wq_cond, &v->lock);
+			continue;
+		}
+		fl = v->wq[v->wq_head];
+		v->wq_head = (v->wq_head + 1) % WRITE_QUEUE;
+		v->wq_len--;
+		admit(v, fl);
+		inflight_put(fl);
+	}
+	pthread_mutex_unlock(&v->lock);
+	return NULL;
 }
 
 /*
@@ -2215,20 +2280,25 @@ static struct inflight *claim_any(struct vfs *v, int *p)
 	return NULL;
 }
 
-/* @f is read at random: once it missed RANDOM_WHOLE_MISSES chunks, queue
- * the rest of it, if small enough, as far as the queue takes it. */
-static void fetch_whole(struct vfs *v, struct vfs_file *f)
+/* @f is read at random (@random: once it missed RANDOM_WHOLE_MISSES
+ * chunks) or is a footer reader (f->whole_end): queue the rest of it, if
+ * small enough, as far as the queue takes it. */
+static void fetch_whole(struct vfs *v, struct vfs_file *f, bool random)
 {
 	uint64_t n = chunk_count_of(f->size, v->conf.chunk_size), i;
 	struct cache_stats cs;
 
-	if (f->size > RANDOM_WHOLE_MAX ||
-	    __atomic_load_n(&f->misses, __ATOMIC_RELAXED) < RANDOM_WHOLE_MISSES)
+	if (f->size > RANDOM_WHOLE_MAX)
 		return;
 	pthread_mutex_lock(&f->lock);
 	i = f->whole_next;
-	if (f->small_random < RANDOM_WHOLE_MISSES)
+	if (f->whole_end) {
+		n = f->whole_end;
+	} else if (!random || f->small_random < RANDOM_WHOLE_MISSES ||
+		   __atomic_load_n(&f->misses, __ATOMIC_RELAXED) <
+			   RANDOM_WHOLE_MISSES) {
 		i = n;
+	}
 	pthread_mutex_unlock(&f->lock);
 	if (i >= n)
 		return;
@@ -2398,18 +2468,46 @@ out:
 	free(dir);
 }
 
+/* Put chunk @index of @f in flight, in parts, unless it is cached or in
+ * flight already: the reader that is about to need it joins this fetch,
+ * and the prefetch threads take its parts before any queued chunk. */
+static void start_own(struct vfs *v, struct vfs_file *f, uint64_t index)
+{
+	char name[CHUNK_NAME_LEN + 1];
+
+	name_chunk(v, f->key, f->etag, index, name);
+	pthread_mutex_lock(&v->lock);
+	if (!inflight_find(v, name) && !cache_contains(v->cache, name))
+		inflight_new(v, f->key, f->etag, index,
+			     chunk_len_of(index, f->size, v->conf.chunk_size),
+			     name, false);
+	pthread_mutex_unlock(&v->lock);
+}
+
 /* Update @f's readahead window for a read of [off, end) and queue the
  * chunks it now covers. */
 static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		       uint64_t end)
 {
 	uint64_t cs = v->conf.chunk_size, first, last, i;
+	uint64_t n = chunk_count_of(f->size, cs);
+	bool footer;
 
 	if (v->conf.readahead == 0)
 		return;
 	pthread_mutex_lock(&f->lock);
+	/* a columnar reader (Parquet, ORC, zip) opens at the footer and then
+	 * jumps around the file: fetch all of it */
+	footer = !f->read_once && off > 0 && n > 1 &&
+		 chunk_index_of(end - 1, cs) == n - 1 &&
+		 chunk_index_of(off, cs) > 0 && f->size <= RANDOM_WHOLE_MAX;
+	f->read_once = true;
+	if (footer)
+		f->whole_end = chunk_index_of(off, cs);
 	if (off + SEQ_SLACK >= f->next_off && off <= f->next_off + SEQ_SLACK) {
-		f->window = f->window ? f->window * 2 : cs;
+		/* one chunk after a first read, then x4: a cold reader has
+		 * every prefetch thread busy by its third read */
+		f->window = f->window ? f->window * 4 : cs;
 		if (f->window > v->conf.readahead)
 			f->window = v->conf.readahead;
 	} else {
@@ -2431,10 +2529,12 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 	if (f->window && first <= last)
 		f->ra_next = last + 1;
 	pthread_mutex_unlock(&f->lock);
+	if (footer)
+		start_own(v, f, chunk_index_of(off, cs));
 	for (i = first; f->window && i <= last && f->size; i++)
 		prefetch(v, f, i);
-	if (!f->window && f->size)
-		fetch_whole(v, f);
+	if (f->size)
+		fetch_whole(v, f, !f->window);
 	if (off == 0 && f->size && f->size <= SPEC_SMALL_MAX)
 		speculate(v, f);
 }
@@ -2596,6 +2696,8 @@ void vfs_get_stats(struct vfs *v, struct vfs_stats *out)
 	out->stale = __atomic_load_n(&v->stats.stale, __ATOMIC_RELAXED);
 	out->cache_bypass =
 		__atomic_load_n(&v->stats.cache_bypass, __ATOMIC_RELAXED);
+	out->written_behind =
+		__atomic_load_n(&v->stats.written_behind, __ATOMIC_RELAXED);
 	out->direct_reads =
 		__atomic_load_n(&v->stats.direct_reads, __ATOMIC_RELAXED);
 }
@@ -2711,6 +2813,7 @@ int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
 		return -ENOMEM;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->queue_cond, NULL);
+	pthread_cond_init(&v->wq_cond, NULL);
 	v->s3 = s;
 	v->meta = m;
 	v->cache = c;
@@ -2746,6 +2849,11 @@ int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
 		}
 		v->n_threads++;
 	}
+	if (pthread_create(&v->writer, NULL, writer_main, v)) {
+		vfs_free(v);
+		return -ENOMEM;
+	}
+	v->has_writer = true;
 	{
 		struct wb_conf wc = {
 			.dir = conf->cache_dir,
@@ -2800,6 +2908,12 @@ void vfs_free(struct vfs *v)
 	pthread_mutex_unlock(&v->lock);
 	for (i = 0; i < v->n_threads; i++)
 		pthread_join(v->threads[i], NULL);
+	/* after the fetchers: it writes what they handed it, then ends */
+	pthread_mutex_lock(&v->lock);
+	pthread_cond_signal(&v->wq_cond);
+	pthread_mutex_unlock(&v->lock);
+	if (v->has_writer)
+		pthread_join(v->writer, NULL);
 	pthread_mutex_lock(&v->lock);
 	flush_touches_locked(v);
 	pthread_mutex_unlock(&v->lock);
@@ -2839,6 +2953,7 @@ void vfs_free(struct vfs *v)
 	free((char *)v->conf.bucket);
 	free((char *)v->conf.prefix);
 	pthread_cond_destroy(&v->queue_cond);
+	pthread_cond_destroy(&v->wq_cond);
 	for (i = 0; i < NOFLAT_SLOTS; i++)
 		free(v->noflat[i].dir);
 	pthread_mutex_destroy(&v->lock);

@@ -119,6 +119,9 @@ def test_sequential_read_fetches_parts_covering_each_byte_once(mount, s3, bucket
     # chunk 0, which the reader waited for, came in four 1 MiB parts
     assert sorted(r for r in ranges if r[0] < 4 * MiB) == [(i * MiB, (i + 1) * MiB - 1) for i in range(4)]
     assert st["vfs.fetches"] == 3 and st["cache.chunks"] == 3, st
+    # each written to the cache by the writer thread, not by the thread
+    # that fetched it (which went on to its next GET)
+    assert st["vfs.behind"] == 3, st
 
 
 def test_random_read_gets_its_part_and_the_chunk_completes(mount, s3, bucket, range_proxy):
@@ -259,3 +262,154 @@ def test_small_files_read_one_by_one_are_fetched_ahead(mount, s3, bucket, reques
     # the reader stopped at f09: at most 8 files past the last one read
     fetched = {k for k in items if object_requests(request_log, bucket, "GET", k)}
     assert max(fetched) <= "d/f17", sorted(fetched)
+
+
+def footer_read(path, size, cols):
+    """A Parquet reader's pattern: the 8-byte tail first (not offset 0),
+    then the footer before it, then a few column chunks [(off, len)]."""
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        out = [(size - 8, os.pread(fd, 8, size - 8)), (size - 8 - 5000, os.pread(fd, 5000, size - 8 - 5000))]
+        for off, n in cols:
+            out.append((off, os.pread(fd, n, off)))
+    return out
+
+
+def test_footer_read_fetches_the_whole_file_once(mount, s3, bucket, range_proxy):
+    # 8 chunks of 1 MiB: the tail read makes the rest arrive in the
+    # background, each byte once, column reads joining the fetches
+    chunk, n = MiB, 8
+    data = rand_bytes(n * chunk - 777, "parquet")
+    s3.put_object(Bucket=bucket, Key="p.parquet", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="1M")
+    for off, got in footer_read(m.path / "p.parquet", len(data), [(100, 70000), (3 * MiB + 5, 300000)]):
+        assert got == data[off:off + len(got)]
+    wait_for(lambda: sum(last - first + 1 for first, last in range_proxy.got("p.parquet")) >= len(data), 20,
+             "every byte of the file")
+    with open(m.path / "p.parquet", "rb") as f:
+        assert sha(f.read()) == sha(data)
+    st = m.unmount()
+    # chunks fetched ahead come whole; the tail's chunk in 1 MiB parts
+    assert_tiles(range_proxy.got("p.parquet"), len(data), chunk)
+    assert st["cache.chunks"] == n and st["vfs.fetches"] == n, st
+
+
+def test_footer_read_of_a_file_too_big_for_the_cache_fetches_what_is_read(mount, s3, bucket, range_proxy):
+    # 24 MiB, over a quarter of a 16 MiB cache: the tail and the columns
+    # only
+    chunk, n = MiB, 24
+    data = rand_bytes(n * chunk, "parquet-big")
+    s3.put_object(Bucket=bucket, Key="p.parquet", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="1M", cache_size="16M")
+    cols = [(4 * MiB + 10, 4096), (12 * MiB + 10, 4096)]
+    for off, got in footer_read(m.path / "p.parquet", len(data), cols):
+        assert got == data[off:off + len(got)]
+    st = m.unmount()
+    # the tail's chunk, the two column chunks, and at most the one after
+    # each (a window of a read that looked sequential)
+    got = range_proxy.got("p.parquet")
+    assert len({first // chunk for first, _ in got}) <= 5, got
+    assert st["cache.chunks"] <= 5, st
+
+
+class GateProxy(RangeProxy):
+    """A RangeProxy that holds every ranged GET starting below self.below
+    until self.open is set."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.below = 0
+        self.open = threading.Event()
+        self.held = 0  # GETs that reached the gate while it was shut
+
+    def _forward(self, client, rfile, method, request, fault):
+        head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+        for h in head.split("\r\n")[1:]:
+            if method == "GET" and h.lower().startswith("range: bytes="):
+                if int(h.split("=", 1)[1].split("-")[0]) < self.below and not self.open.is_set():
+                    with self._rlock:
+                        self.held += 1
+                    self.open.wait(20)
+        return super()._forward(client, rfile, method, request, fault)
+
+
+def test_object_changed_during_footer_fetch_gives_eio(mount, s3, bucket, s3rver):
+    # the whole-file fetch started by the tail read is held until the
+    # object changed: its GETs (If-Match) meet the new version, so every
+    # read of the rest of the file fails with EIO and the object expires
+    old, new = rand_bytes(8 * MiB, "pv1"), rand_bytes(8 * MiB, "pv2")
+    s3.put_object(Bucket=bucket, Key="p.parquet", Body=old)
+    gate = GateProxy("127.0.0.1", s3rver.port)
+    gate.below = 7 * MiB
+    gate.start()
+    try:
+        m = mount(bucket, endpoint=gate.endpoint, chunk_size="1M", meta_ttl="1h", expect_errors=True)
+        path = m.path / "p.parquet"
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            assert os.pread(fd, 8, len(old) - 8) == old[-8:]
+            # the whole-file fetch is under way, held at the gate
+            wait_for(lambda: gate.held >= 2, 20, "the whole-file fetch")
+            s3.put_object(Bucket=bucket, Key="p.parquet", Body=new)
+            gate.open.set()
+            for c in range(7):
+                with pytest.raises(OSError) as e:
+                    os.pread(fd, 4096, c * MiB + 100)
+                    pytest.fail(f"chunk {c} read after the change")
+                assert e.value.errno == errno.EIO
+        finally:
+            os.close(fd)
+        # the object's metadata expired: the next open sees the new version
+        with open(path, "rb") as f:
+            f.seek(3 * MiB)
+            assert f.read(4096) == new[3 * MiB:3 * MiB + 4096]
+        st = m.unmount()
+    finally:
+        gate.open.set()
+        gate.stop()
+    assert st["vfs.stale"] >= 1, st
+
+
+def test_default_prefetch_keeps_eight_gets_in_flight(mount, s3, bucket, s3rver):
+    # a footer read of a 16-chunk file: with every GET of the rest held,
+    # the default 8 prefetch threads each have one in flight (4 did before)
+    data = rand_bytes(16 * MiB, "eight")
+    s3.put_object(Bucket=bucket, Key="p.parquet", Body=data)
+    gate = GateProxy("127.0.0.1", s3rver.port)
+    gate.below = 15 * MiB
+    gate.start()
+    try:
+        m = mount(bucket, endpoint=gate.endpoint, chunk_size="1M")
+        with open(m.path / "p.parquet", "rb", buffering=0) as f:
+            assert os.pread(f.fileno(), 8, len(data) - 8) == data[-8:]
+            wait_for(lambda: gate.held >= 8, 20, "8 GETs held at the gate")
+            gate.open.set()
+            assert os.pread(f.fileno(), 4096, 5 * MiB) == data[5 * MiB:5 * MiB + 4096]
+            # the rest of the file is read from the fetches, none again
+            f.seek(0)
+            assert sha(f.read()) == sha(data)
+        st = m.unmount()
+    finally:
+        gate.open.set()
+        gate.stop()
+    assert_tiles(gate.got("p.parquet"), len(data), MiB)
+    assert st["cache.chunks"] == 16, st
+
+
+def test_third_sequential_read_queues_sixteen_chunks(mount, s3, bucket, range_proxy):
+    # 1 MiB chunks, three 1 MiB reads from the start, page cache bypassed:
+    # the window is 1 chunk after the first, 4 after the second, 16 after
+    # the third (doubling gave 4), so chunks 0..18 are fetched
+    data = rand_bytes(40 * MiB, "window")
+    s3.put_object(Bucket=bucket, Key="w", Body=data)
+    m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="1M")
+    with open(m.path / "w", "rb", buffering=0) as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+        for i in range(3):
+            assert os.pread(f.fileno(), MiB, i * MiB) == data[i * MiB:(i + 1) * MiB]
+    wait_for(lambda: len(range_proxy.got("w")) >= 19, 20, "the chunks of the window")
+    st = m.unmount()
+    assert sorted(first // MiB for first, _ in range_proxy.got("w")) == list(range(19)), range_proxy.got("w")
+    # all but chunk 0, the first read's own
+    assert st["vfs.prefetches"] == 18, st

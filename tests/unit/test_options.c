@@ -139,7 +139,7 @@ static void test_defaults(void)
 	is_int(o.meta_ttl_ms, 60000, "meta_ttl: 60s");
 	is_int(o.negative_ttl_ms, 10000, "negative_ttl: 10s");
 	is_int(o.readahead, 64 * MIB, "readahead: 64M");
-	is_int(o.prefetch, 4, "prefetch: 4");
+	is_int(o.prefetch, 8, "prefetch: 8");
 	ok(!o.ro && !o.allow_other, "ro, allow_other: off");
 	options_release(&o);
 	options_release(&o);
