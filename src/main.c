@@ -1007,6 +1007,35 @@ static int open_s3(struct app *app)
 }
 
 /* The stores under the cache folder, the cache and the vfs. */
+/*
+ * Chunk N of an object is bytes [N * chunk_size, ...): chunks cached under
+ * another chunk_size would serve the wrong bytes, so when the cache's
+ * recorded size differs they are dropped (staged files are not chunks).
+ * A cache from before the size was recorded is taken as it is.
+ */
+static int check_chunk_size(struct app *app)
+{
+	struct cache_drop_result dropped = { 0 };
+	char now[32], *was = NULL;
+	int rc;
+
+	snprintf(now, sizeof(now), "%" PRIu64, app->o.chunk_size);
+	rc = meta_info_get(app->meta, "chunk_size", &was);
+	if (rc == 0 && strcmp(was, now) != 0) {
+		rc = cache_drop_prefix(app->cache, "", false, &dropped);
+		log_warn("cache '%s' held chunks of %s bytes, not "
+			 "chunk_size=%s: "
+			 "dropped %" PRIu64 " of them",
+			 app->cache_dir, was, now, dropped.chunks);
+	} else if (rc == -ENOENT) {
+		rc = 0;
+	}
+	if (rc == 0 && (!was || strcmp(was, now) != 0))
+		rc = meta_info_put(app->meta, "chunk_size", now);
+	free(was);
+	return rc;
+}
+
 static int open_stores(struct app *app)
 {
 	struct chunk_store_conf csc = { 0 };
@@ -1055,6 +1084,12 @@ static int open_stores(struct app *app)
 	rc = cache_open(&cac, app->meta, app->chunks, &app->cache);
 	if (rc < 0) {
 		rc = fail(before, "cannot open cache", app->cache_dir, rc);
+		goto out;
+	}
+	rc = check_chunk_size(app);
+	if (rc < 0) {
+		rc = fail(before, "cannot check the chunk size of cache",
+			  app->cache_dir, rc);
 		goto out;
 	}
 	vc.endpoint = app->o.endpoint ? app->o.endpoint : "";

@@ -399,3 +399,28 @@ def test_negative_lookups_are_cached_then_expire(mount, s3, bucket, s3rver):
     wait_for(lambda: os.path.exists(p), 5 + 5 + 10, "the new key to appear", interval=0.1)
     assert read_file(p) == b"now it is here"
     m.unmount()
+
+
+def test_chunk_size_change_drops_the_cached_chunks(mount, s3, bucket, s3rver):
+    # chunk 1 at 1 MiB is bytes 1-2 MiB, at 2 MiB it is bytes 2-4 MiB: a
+    # cache kept across the change would serve the wrong bytes
+    data = rand_bytes(4 * MiB, "chunksize")
+    s3.put_object(Bucket=bucket, Key="f", Body=data)
+    m = mount(bucket, chunk_size="1M")
+    assert read_file(m.path / "f") == data
+    wait_for(lambda: len(chunk_files(m.cache_dir)) == 4, 10, "four 1 MiB chunks cached")
+    m.unmount()
+    m.remount(chunk_size="2M")
+    subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=True)
+    with open(m.path / "f", "rb") as f:
+        f.seek(2 * MiB + 5)
+        assert f.read(100) == data[2 * MiB + 5:2 * MiB + 105]
+    assert read_file(m.path / "f") == data
+    stats = m.unmount()
+    assert stats["cache.admitted"] == 2, stats  # both 2 MiB chunks fetched anew
+    assert any("held chunks of 1048576 bytes, not chunk_size=2097152: dropped 4" in line
+               for line in warn_lines(m.stderr_text())), m.stderr_text()
+    # the same size again keeps them
+    m.remount(chunk_size="2M")
+    assert read_file(m.path / "f") == data
+    assert m.unmount()["vfs.fetches"] == 0
