@@ -1904,7 +1904,8 @@ static void ring_put(struct vfs *v, const char *name, struct buf *data)
 	pthread_mutex_unlock(&v->lock);
 }
 
-/* Where a part lands: its place in the chunk's buffer. */
+/* Where a ranged GET lands: a part's place in its chunk's buffer, or an
+ * O_DIRECT reader's buffer; more bytes than asked for are -EIO. */
 struct part_sink {
 	char *p;
 	size_t cap, len;
@@ -2592,23 +2593,6 @@ static int read_chunk(struct vfs *v, struct vfs_file *f, uint64_t index,
 	return rc;
 }
 
-/* Where an O_DIRECT read lands: the caller's buffer. */
-struct direct_sink {
-	char *p;
-	size_t cap, len;
-};
-
-static int sink_direct(void *ctx, const void *data, size_t len)
-{
-	struct direct_sink *d = ctx;
-
-	if (len > d->cap - d->len)
-		return -EIO; /* more than asked for */
-	memcpy(d->p + d->len, data, len);
-	d->len += len;
-	return 0;
-}
-
 /*
  * O_DIRECT: bytes [off, end) of @f's version straight from S3, neither
  * read from nor put into the cache.
@@ -2621,10 +2605,10 @@ static int read_direct(struct vfs *v, struct vfs_file *f, char *out,
 		.length = end - off,
 		.if_match = f->etag,
 	};
-	struct direct_sink d = { .p = out, .cap = (size_t)(end - off) };
+	struct part_sink d = { .p = out, .cap = (size_t)(end - off) };
 	int rc;
 
-	rc = s3_get(v->s3, f->key, &opts, sink_direct, &d, NULL);
+	rc = s3_get(v->s3, f->key, &opts, sink_part, &d, NULL);
 	note_s3(v, rc);
 	if (rc == 0 && d.len != d.cap)
 		rc = -EIO;
