@@ -67,9 +67,8 @@ def assert_tiles(ranges, size, part):
 
 def test_parallel_small_readers_fetch_their_own_files(mount, s3, bucket, proxy):
     # 8 readers of 12 small files each, every GET slowed so that they
-    # overlap: each file is fetched once (by its reader, or ahead of it) and
-    # the pool keeps its connections alive (curl's default cache of 5
-    # would close some).
+    # overlap: each file is fetched once (by its reader, or ahead of it).
+    # That connections are kept is shown by the two-round test below.
     items = {f"d/f{i:03d}": rand_bytes(8192 + i, f"small{i}") for i in range(96)}
     put_many(s3, bucket, items)
     proxy.add("delay=0.05", count=None, method="GET")
@@ -413,3 +412,39 @@ def test_third_sequential_read_queues_sixteen_chunks(mount, s3, bucket, range_pr
     assert sorted(first // MiB for first, _ in range_proxy.got("w")) == list(range(19)), range_proxy.got("w")
     # all but chunk 0, the first read's own
     assert st["vfs.prefetches"] == 18, st
+
+
+def test_connections_of_parallel_readers_are_kept_between_rounds(mount, s3, bucket, s3rver):
+    # two rounds of 8 readers whose GETs are all held at once: the second
+    # round reuses the first round's 8 connections (curl's default cache
+    # of 5 would close 3 of them, and the second round would open 3 more)
+    items = {f"d{r}{i}/f": rand_bytes(64 * 1024, f"conn{r}{i}") for r in range(2) for i in range(8)}
+    put_many(s3, bucket, items)
+    gate = GateProxy("127.0.0.1", s3rver.port)
+    gate.below = 1  # every GET from offset 0
+    gate.start()
+    try:
+        m = mount(bucket, endpoint=gate.endpoint)
+        os.listdir(m.path)  # the one LIST, before the gate matters
+        for r in range(2):
+            gate.open.clear()
+            gate.held = 0
+            got = {}
+
+            def read(key):
+                got[key] = read_file(m.path / key)
+
+            threads = [threading.Thread(target=read, args=(f"d{r}{i}/f",)) for i in range(8)]
+            for t in threads:
+                t.start()
+            wait_for(lambda: gate.held >= 8, 20, f"8 GETs of round {r} held at once")
+            gate.open.set()
+            for t in threads:
+                t.join(30)
+            assert all(got.get(f"d{r}{i}/f") == items[f"d{r}{i}/f"] for i in range(8)), r
+        st = m.unmount()
+    finally:
+        gate.open.set()
+        gate.stop()
+    assert st["s3.get"] == 16, st
+    assert st["s3.connects"] <= 9, st  # 8 readers, perhaps one more for the LIST
