@@ -287,6 +287,8 @@ def test_verify_live_drops_a_corrupt_chunk(ctl, mount, s3, bucket, s3rver):
     s3.put_object(Bucket=bucket, Key="v", Body=data)
     m = mount(bucket, chunk_size="1M", meta_ttl="1h")
     assert read_file(m.path / "v") == data
+    # a reader is answered before the writer thread stores its chunk
+    wait_for(lambda: len(chunk_files(m.cache_dir)) == 4, 10, "4 chunks cached")
     out = ok(ctl("-C", m.cache_dir, "verify"))
     assert out.strip() == "verify: checked 4 chunks, dropped 0 bad", out
     victim = chunk_files(m.cache_dir)[2]

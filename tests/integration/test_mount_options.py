@@ -198,7 +198,8 @@ def test_o_direct_reads_bypass_the_cache(mount, s3, bucket, s3rver):
     assert chunk_files(m.cache_dir) == []  # and nothing cached
     assert os.getxattr(m.path / "f", "user.s3cachefs.last_open") == b"direct"
     assert read_file(m.path / "f") == data  # a normal open still works, and caches
-    assert len(chunk_files(m.cache_dir)) == 4
+    # (a reader is answered before the writer thread stores its chunk)
+    wait_for(lambda: len(chunk_files(m.cache_dir)) == 4, 10, "4 chunks cached")
 
 
 # ---- cache=memory -------------------------------------------------------------
