@@ -34,7 +34,8 @@
  * The mount point must exist, be a folder, not be mounted on already, and
  * be empty (unless -o nonempty); a dead FUSE mount there is named as such.
  * The process runs with umask 077: the cache folder is made 0700 (also
- * when it exists with wider bits) and every file in it is 0600.
+ * when it exists with wider bits) and every file in it is 0600.  A cache
+ * folder owned by another user is refused.
  * cache=memory puts the cache in a private folder of /dev/shm (RAM),
  * removed at exit, with no free-space floor: cache_size is its limit.
  *
@@ -787,8 +788,25 @@ static int cache_dir_create(struct app *app)
 				  app->cache_dir, strerror(-rc));
 			return EXIT_FAIL;
 		}
+		if (stat(app->cache_dir, &st) < 0) {
+			log_error("cannot stat cache folder '%s': %s",
+				  app->cache_dir, strerror(errno));
+			return EXIT_FAIL;
+		}
+		/*
+		 * Another user who owns the folder can swap its chunk files
+		 * (served to everyone under allow_other) and read what we
+		 * cache: refused, as ssh refuses a foreign ~/.ssh.
+		 */
+		if (st.st_uid != geteuid()) {
+			log_error("cache folder '%s' belongs to uid %u, not to "
+				  "the mounting user (uid %u)",
+				  app->cache_dir, (unsigned)st.st_uid,
+				  (unsigned)geteuid());
+			return EXIT_FAIL;
+		}
 		/* private: a folder made by hand or by an older version */
-		if (stat(app->cache_dir, &st) == 0 && (st.st_mode & 077)) {
+		if (st.st_mode & 077) {
 			if (chmod(app->cache_dir, 0700) < 0) {
 				log_error("cache folder '%s' is open to other "
 					  "users and cannot be made private: "
