@@ -1127,6 +1127,7 @@ static int open_stores(struct app *app)
 	vc.ro = app->o.ro;
 	vc.uid = app->o.uid >= 0 ? (uint32_t)app->o.uid : getuid();
 	vc.gid = app->o.gid >= 0 ? (uint32_t)app->o.gid : getgid();
+	vc.strict_attrs = app->o.allow_other;
 	vc.has_umask = app->o.umask >= 0;
 	vc.umask = vc.has_umask ? (uint32_t)app->o.umask : 0;
 	vc.validate =

@@ -80,6 +80,13 @@ struct vfs_conf {
 	bool has_umask;	    /* clear umask's bits from every mode shown */
 	uint32_t umask;
 	enum vfs_validate validate; /* when vfs_open() asks S3 for the ETag */
+	/*
+	 * allow_other: a file's modes and owners are what the kernel checks
+	 * others against, so they are read (HEAD) before vfs_lookup and
+	 * vfs_getattr give them out, and a file whose x-amz-meta-* could not
+	 * be read yet shows no group or other permission bits.
+	 */
+	bool strict_attrs;
 	/* encryption at rest: staging files are sealed with it, or plain
 	 * when NULL (borrowed: it must outlive the vfs) */
 	const struct crypt_key *key;
@@ -92,6 +99,8 @@ struct vfs_attr {
 	int64_t mtime; /* seconds since the epoch */
 	uint32_t mode; /* st_mode, type bits included */
 	uint32_t uid, gid;
+	bool tentative; /* a file whose x-amz-meta-* were not read yet (seen
+			 * only in a listing): default modes and owners */
 };
 
 struct vfs_stats {

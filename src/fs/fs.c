@@ -26,6 +26,13 @@
  * INIT) we write FS_MAX_IO to /sys/class/bdi/MAJ:MIN/read_ahead_kb.  Only
  * root may; others keep 128 KiB requests (logged at debug).
  *
+ * allow_other.  The kernel checks other users against the modes we give it
+ * (default_permissions, always on), so with allow_other the vfs reads a
+ * file's modes (HEAD) before it gives them out (vfs_conf.strict_attrs),
+ * and an entry whose modes came from LIST only (a readdirplus entry,
+ * vfs_attr.tentative) is given with timeouts of 0: the kernel looks it up
+ * again before it checks anyone against it.
+ *
  * Changes go to the vfs with the caller's uid, gid and umask; with -o ro
  * the kernel refuses them first (the mount is MS_RDONLY) and the vfs
  * refuses them again.  Hard links, devices and extended attributes are
@@ -248,6 +255,10 @@ static void attr_to_entry(const struct fs *f, const struct vfs_attr *a,
 	e->ino = a->ino;
 	e->attr_timeout = f->conf.attr_timeout;
 	e->entry_timeout = f->conf.entry_timeout;
+	/* allow_other: a readdirplus entry's modes come from LIST only; the
+	 * kernel asks again (lookup, which reads them) before it checks */
+	if (f->conf.allow_other && a->tentative)
+		e->attr_timeout = e->entry_timeout = 0;
 	attr_to_stat(f, a, &e->attr);
 }
 
@@ -328,7 +339,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	attr_to_stat(f, &a, &st);
-	fuse_reply_attr(req, &st, f->conf.attr_timeout);
+	fuse_reply_attr(
+		req, &st,
+		f->conf.allow_other && a.tentative ? 0 : f->conf.attr_timeout);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,

@@ -581,6 +581,10 @@ static void fill_attr(const struct vfs *v, const struct node *n,
 		if (n->x.mtime)
 			a->mtime = n->x.mtime;
 	}
+	a->tentative = !n->is_dir && !n->x.known;
+	/* strict: what is not known yet is closed to others */
+	if (a->tentative && v->conf.strict_attrs)
+		perm &= ~077u;
 	if (v->conf.has_umask)
 		perm &= ~v->conf.umask;
 	a->mode = type | perm;
@@ -1338,8 +1342,12 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
 	rc = resolve(v, dir_path, name, &f);
 	if (rc < 0)
 		goto out;
-	/* LIST does not carry the attributes: a small file may be a link */
-	if (!f.is_dir && !f.x.known && f.size > 0 && f.size <= SYMLINK_MAX) {
+	/*
+	 * LIST does not carry the attributes: a small file may be a link, and
+	 * with strict_attrs the kernel checks other users against them
+	 */
+	if (!f.is_dir && !f.x.known &&
+	    (v->conf.strict_attrs || (f.size > 0 && f.size <= SYMLINK_MAX))) {
 		char *dir = dir_prefix_of(v, dir_path), *key = NULL;
 
 		if (dir && asprintf(&key, "%s%s", dir, name) >= 0) {
@@ -1486,7 +1494,7 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 {
 	struct node *n;
 	char *key = NULL;
-	bool fresh = false;
+	bool fresh = false, head = false;
 	int rc = 0;
 
 	pthread_mutex_lock(&v->lock);
@@ -1494,8 +1502,10 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 	if (!n) {
 		rc = -ENOENT;
 	} else {
-		fresh = n->is_dir || n->expires_ms > now_ms() ||
-			(never(v) && n->etag);
+		/* strict: modes seen only in a listing are read first */
+		head = v->conf.strict_attrs && !n->is_dir && !n->x.known;
+		fresh = !head && (n->is_dir || n->expires_ms > now_ms() ||
+				  (never(v) && n->etag));
 		fill_attr(v, n, out);
 		if (!n->is_dir && !(key = key_of(v, n->path)))
 			rc = -ENOMEM;
@@ -1507,7 +1517,7 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 		free(key);
 		return 0;
 	}
-	rc = revalidate(v, ino, key, false);
+	rc = revalidate(v, ino, key, head);
 	free(key);
 	if (rc < 0)
 		return unavailable(rc) ? -EIO : rc;
