@@ -81,10 +81,11 @@ struct vfs_conf {
 	uint32_t umask;
 	enum vfs_validate validate; /* when vfs_open() asks S3 for the ETag */
 	/*
-	 * allow_other: a file's modes and owners are what the kernel checks
-	 * others against, so they are read (HEAD) before vfs_lookup and
-	 * vfs_getattr give them out, and a file whose x-amz-meta-* could not
-	 * be read yet shows no group or other permission bits.
+	 * allow_other: modes and owners are what the kernel checks others
+	 * against, so they are read before vfs_lookup and vfs_getattr give
+	 * them out: a file's with a HEAD, a directory's from its "dir/"
+	 * marker (HEAD, then kept for meta_ttl; no marker: the defaults).
+	 * What could not be read yet shows no group or other permission bits.
 	 */
 	bool strict_attrs;
 	/* encryption at rest: staging files are sealed with it, or plain
@@ -99,8 +100,9 @@ struct vfs_attr {
 	int64_t mtime; /* seconds since the epoch */
 	uint32_t mode; /* st_mode, type bits included */
 	uint32_t uid, gid;
-	bool tentative; /* a file whose x-amz-meta-* were not read yet (seen
-			 * only in a listing): default modes and owners */
+	bool tentative; /* x-amz-meta-* not read yet (seen only in a
+			 * listing): default modes and owners.  Files, and
+			 * with strict_attrs directories but the root */
 };
 
 struct vfs_stats {

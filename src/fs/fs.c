@@ -28,7 +28,8 @@
  *
  * allow_other.  The kernel checks other users against the modes we give it
  * (default_permissions, always on), so with allow_other the vfs reads a
- * file's modes (HEAD) before it gives them out (vfs_conf.strict_attrs),
+ * file's or directory's modes (HEAD of the object or of its marker)
+ * before it gives them out (vfs_conf.strict_attrs),
  * and an entry whose modes came from LIST only (a readdirplus entry,
  * vfs_attr.tentative) is given with timeouts of 0: the kernel looks it up
  * again before it checks anyone against it.

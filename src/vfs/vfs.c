@@ -581,7 +581,9 @@ static void fill_attr(const struct vfs *v, const struct node *n,
 		if (n->x.mtime)
 			a->mtime = n->x.mtime;
 	}
-	a->tentative = !n->is_dir && !n->x.known;
+	/* strict: directories too (their markers), the root excepted */
+	a->tentative = !n->x.known && n->ino != VFS_ROOT_INO &&
+		       (!n->is_dir || v->conf.strict_attrs);
 	/* strict: what is not known yet is closed to others */
 	if (a->tentative && v->conf.strict_attrs)
 		perm &= ~077u;
@@ -1306,6 +1308,50 @@ out:
 	return rc;
 }
 
+/*
+ * strict_attrs: the attributes of directory @name of @parent from its
+ * marker "KEY/" (HEAD) into @x, unless its node knows them within
+ * meta_ttl (then @x is left alone); no marker: the defaults.  When S3
+ * cannot say, @x stays unknown.  0 or -ENOMEM.
+ */
+static int dir_xattrs(struct vfs *v, uint64_t parent, const char *dir_path,
+		      const char *name, struct xattrs *x)
+{
+	struct s3_object_info info = { 0 };
+	char *dir = NULL, *marker = NULL;
+	struct node *n;
+	bool known;
+	int rc;
+
+	pthread_mutex_lock(&v->lock);
+	n = node_by_name(v, parent, name);
+	known = n && n->is_dir && n->x.known && n->expires_ms > now_ms();
+	pthread_mutex_unlock(&v->lock);
+	if (known)
+		return 0;
+	dir = dir_prefix_of(v, dir_path);
+	if (!dir || asprintf(&marker, "%s%s/", dir, name) < 0) {
+		marker = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = s3_head(v->s3, marker, &info);
+	note_s3(v, rc);
+	if (rc == 0) {
+		xattrs_from_info(x, &info);
+	} else if (rc == -ENOENT) {
+		memset(x, 0, sizeof(*x));
+		x->known = true; /* an implicit directory: the defaults */
+		x->uid = x->gid = UINT32_MAX;
+	}
+	rc = 0;
+out:
+	s3_object_info_release(&info);
+	free(marker);
+	free(dir);
+	return rc;
+}
+
 int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
 	       struct vfs_attr *out)
 {
@@ -1363,6 +1409,12 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
 		}
 		free(dir);
 	}
+	/* strict: a directory's modes are its marker's */
+	if (f.is_dir && v->conf.strict_attrs) {
+		rc = dir_xattrs(v, parent, dir_path, name, &f.x);
+		if (rc < 0)
+			goto out;
+	}
 found:
 	pthread_mutex_lock(&v->lock);
 	p = node_by_ino(v, parent);
@@ -1373,6 +1425,10 @@ found:
 		if (!f.is_dir && f.etag)
 			node_set_attrs(n, f.etag, f.size, f.mtime, f.expires_ms,
 				       &f.x);
+		if (f.is_dir && f.x.known) {
+			n->x = f.x;
+			n->expires_ms = now_ms() + (int64_t)v->conf.meta_ttl_ms;
+		}
 		n->nlookup++;
 		fill_attr(v, n, out);
 	}
