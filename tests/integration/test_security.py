@@ -36,6 +36,7 @@ SESSION_TOKEN = "FwoGZXIvYXdzEJr//////////wEaDSecurityTestSessionToken+Zk9Qx7w==
 # Run as nobody: try each "op:path" and print, per op, "ok" or the errno name.
 PROBE = r"""
 import errno, json, os, sys
+os.umask(0o022)
 out = []
 for spec in sys.argv[1:]:
     op, _, path = spec.partition(":")
@@ -246,30 +247,41 @@ def test_allow_other_holds_others_to_the_modes(public_dir, mount, s3, bucket, s3
     s3.put_object(Bucket=bucket, Key="nobodys", Body=b"nobody's own " * 1000,
                   Metadata=meta(0o100600, NOBODY))
     s3.put_object(Bucket=bucket, Key="d/secret2", Body=b"root only " * 1000, Metadata=meta(0o100640, 0))
+    # directories: an implicit one (d), markers 0700 for root and 0777
+    s3.put_object(Bucket=bucket, Key="priv/", Body=b"", Metadata=meta(0o040700, 0))
+    s3.put_object(Bucket=bucket, Key="priv/inner", Body=b"behind a 0700 folder")
+    s3.put_object(Bucket=bucket, Key="open/", Body=b"", Metadata=meta(0o040777, 0))
     mp = new_mountpoint(public_dir)
     m = mount(bucket, mountpoint=mp, allow_other=True, meta_ttl="1h")
     # the mounter lists first (readdirplus hands the kernel LIST's view),
     # then nobody lists and acts on every name
-    assert sorted(os.listdir(m.path)) == ["d", "empty-secret", "nobodys", "pub", "secret"]
+    assert sorted(os.listdir(m.path)) == ["d", "empty-secret", "nobodys", "open", "priv", "pub", "secret"]
     assert os.listdir(m.path / "d") == ["secret2"]
     got = probe(("list", mp), ("read", mp / "pub"), ("write", mp / "pub"), ("chmod", mp / "pub"),
                 ("read", mp / "secret"), ("read", mp / "empty-secret"), ("read", mp / "d" / "secret2"),
                 ("read", mp / "nobodys"), ("write", mp / "nobodys"),
-                ("create", mp / "new"), ("unlink", mp / "pub"), ("mkdir", mp / "d" / "x"))
+                ("create", mp / "new"), ("unlink", mp / "pub"), ("mkdir", mp / "d" / "x"),
+                ("list", mp / "priv"), ("read", mp / "priv" / "inner"), ("create", mp / "open" / "byn"))
     assert got == ["ok", "ok", "EACCES", "EPERM",
                    "EACCES", "EACCES", "EACCES",
                    "ok", "ok",
-                   "EACCES", "EACCES", "EACCES"], got
+                   "EACCES", "EACCES", "EACCES",
+                   "EACCES", "EACCES", "ok"], got
     # what the mounter sees is what nobody was held to
     modes = {n: (stat.S_IMODE(os.stat(m.path / n).st_mode), os.stat(m.path / n).st_uid)
-             for n in ("pub", "secret", "empty-secret", "nobodys", "d/secret2")}
+             for n in ("pub", "secret", "empty-secret", "nobodys", "d/secret2", "d", "priv", "open",
+                       "open/byn")}
     assert modes == {"pub": (0o644, 0), "secret": (0o600, 0), "empty-secret": (0o600, 0),
-                     "nobodys": (0o600, NOBODY), "d/secret2": (0o640, 0)}, modes
+                     "nobodys": (0o600, NOBODY), "d/secret2": (0o640, 0), "d": (0o755, 0),
+                     "priv": (0o700, 0), "open": (0o777, 0), "open/byn": (0o644, NOBODY)}, modes
     m.unmount()
-    # what reached S3: only what the modes allowed
+    # what reached S3: only what the modes allowed, a new file as its maker's
     assert s3_body(s3, bucket, "pub") == b"no metadata: 0644, the mounter's"
     assert s3_body(s3, bucket, "nobodys").startswith(b"nobody was here")
-    assert s3_keys(s3, bucket) == ["d/secret2", "empty-secret", "nobodys", "pub", "secret"]
+    assert s3_body(s3, bucket, "open/byn") == b"nobody was here"
+    assert s3.head_object(Bucket=bucket, Key="open/byn")["Metadata"]["uid"] == str(NOBODY)
+    assert s3_keys(s3, bucket) == ["d/secret2", "empty-secret", "nobodys", "open/", "open/byn",
+                                   "priv/", "priv/inner", "pub", "secret"]
 
 
 def test_allow_other_unreadable_modes_close_the_file(public_dir, mount, s3, bucket, proxy):
@@ -280,16 +292,20 @@ def test_allow_other_unreadable_modes_close_the_file(public_dir, mount, s3, buck
                   Metadata={"mode": str(0o100600), "uid": "0", "gid": "0"})
     s3.put_object(Bucket=bucket, Key="shared", Body=b"for all " * 1000,
                   Metadata={"mode": str(0o100644), "uid": "0", "gid": "0"})
+    s3.put_object(Bucket=bucket, Key="dir/", Body=b"",
+                  Metadata={"mode": str(0o040755), "uid": "0", "gid": "0"})
+    s3.put_object(Bucket=bucket, Key="dir/f", Body=b"in an open folder")
     mp = new_mountpoint(public_dir)
     m = mount(bucket, mountpoint=mp, allow_other=True, meta_ttl="1h", endpoint=proxy.endpoint,
               retries="0", expect_errors=True)
     proxy.add("500", count=None, method="HEAD")
-    assert sorted(os.listdir(m.path)) == ["secret", "shared"]  # LIST works
-    got = probe(("read", mp / "secret"), ("read", mp / "shared"))
+    assert sorted(os.listdir(m.path)) == ["dir", "secret", "shared"]  # LIST works
+    got = probe(("read", mp / "secret"), ("read", mp / "shared"), ("list", mp / "dir"))
     assert all(r in ("EACCES", "EIO") for r in got), got
-    assert proxy.injected["500"] >= 2, proxy.log
+    assert proxy.injected["500"] >= 3, proxy.log
     proxy.clear()
-    assert probe(("read", mp / "secret"), ("read", mp / "shared")) == ["EACCES", "ok"]
+    assert probe(("read", mp / "secret"), ("read", mp / "shared"), ("list", mp / "dir")) == \
+        ["EACCES", "ok", "ok"]
     m.unmount()
 
 
