@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALT_ACCESS_KEY, ALT_SECRET_KEY, BUILD_DIR, need, wait_for
+from conftest import ACCESS_KEY, ALT_ACCESS_KEY, ALT_SECRET_KEY, BUILD_DIR, SECRET_KEY, need, wait_for
 from mount import MiB, PROG, chunk_files, rand_bytes, read_file, s3_body, s3_keys
 
 NOBODY = 65534
@@ -142,13 +142,15 @@ def umask000():
     os.umask(old)
 
 
-def ctl_stats(cache_dir, home):
+def ctl(home, endpoint, *args, env=None):
+    """s3cachefs-ctl with the test server's credentials: its stdout."""
     need(CTL.is_file(), f"tool {CTL} (build with meson/ninja)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3CACHEFS_"))}
-    env.update(HOME=str(home))
-    p = subprocess.run([str(CTL), "-C", str(cache_dir), "stats"], capture_output=True,
-                       stdin=subprocess.DEVNULL, env=env, timeout=60)
-    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3CACHEFS_"))}
+    e.update(HOME=str(home), AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+             S3CACHEFS_ENDPOINT=endpoint, **(env or {}))
+    p = subprocess.run([str(CTL), *[str(a) for a in args]], capture_output=True,
+                       stdin=subprocess.DEVNULL, env=e, timeout=60)
+    assert p.returncode == 0, (args, p.stderr.decode(errors="replace"))
     return p.stdout.decode()
 
 
@@ -157,8 +159,8 @@ def test_cache_folder_private_under_umask_000(umask000, mount, s3, bucket, tmp_p
     data = rand_bytes(3 * MiB + 17, "sec-read")
     s3.put_object(Bucket=bucket, Key="d/r", Body=data)
     cache_dir = tmp_path / "cache" / "deep" if where == "cache_dir" else False
-    crypt = {} if where == "cache_dir" else {"encrypt": "aes-256-gcm", "env": {
-        "S3CACHEFS_ENCRYPTION_KEY": os.urandom(32).hex()}}
+    key_env = {"S3CACHEFS_ENCRYPTION_KEY": os.urandom(32).hex()}
+    crypt = {} if where == "cache_dir" else {"encrypt": "aes-256-gcm", "env": key_env}
     m = mount(bucket, cache_dir=cache_dir, chunk_size="1M", writeback="async", **crypt)
     if where == "default_root":
         # root's default root (another user's: $XDG_CACHE_HOME/s3cachefs)
@@ -180,7 +182,7 @@ def test_cache_folder_private_under_umask_000(umask000, mount, s3, bucket, tmp_p
     with open(m.path / "d" / "w", "wb", buffering=0) as f:
         f.write(new)
         os.mkdir(m.path / "d" / "sub")
-        ctl_stats(cdir, tmp_path)
+        ctl(tmp_path, mount.endpoint, "-C", cdir, "stats")
         # while a file is open for writing: its staging file, meta.db's
         # WAL, the socket and the lock all exist
         during = walk_modes(walk)
@@ -194,6 +196,15 @@ def test_cache_folder_private_under_umask_000(umask000, mount, s3, bucket, tmp_p
     after = walk_modes(walk)
     assert len([p for p, (k, *_) in after.items() if k == "file" and "chunks/" in p]) >= 4, sorted(after)
     assert not_private(after) == {}, "after unmount"
+    # s3cachefs-ctl on the unmounted folder (itself under umask 000):
+    # clear, then warm writes chunks again
+    opts = [] if where == "cache_dir" else ["-o", "encrypt=aes-256-gcm"]
+    ctl(tmp_path, mount.endpoint, "-C", cdir, *opts, "clear", env=key_env)
+    assert chunk_files(cdir) == []
+    ctl(tmp_path, mount.endpoint, "-C", cdir, *opts, "warm", "d/", env=key_env)
+    offline = walk_modes(walk)
+    assert len([p for p, (k, *_) in offline.items() if k == "file" and "chunks/" in p]) >= 4, sorted(offline)
+    assert not_private(offline) == {}, "after s3cachefs-ctl"
 
 
 def test_loose_cache_folder_is_tightened_and_a_foreign_one_refused(mount, s3, bucket, tmp_path):
