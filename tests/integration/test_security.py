@@ -322,14 +322,21 @@ def test_allow_other_unreadable_modes_close_the_file(public_dir, mount, s3, buck
 
 def test_setuid_bits_from_s3_have_no_effect(public_dir, mount, s3, bucket):
     """Whoever can write to the bucket can set x-amz-meta-mode=0104755 with
-    uid 0: the mount is always nosuid,nodev, even when "suid,dev" is asked."""
+    uid 0: the mount is always nosuid,nodev, even when "suid,dev" is asked.
+    A device's mode shows a regular file."""
     need(os.path.exists("/usr/bin/id"), "/usr/bin/id")
     s3.put_object(Bucket=bucket, Key="id", Body=Path("/usr/bin/id").read_bytes(),
                   Metadata={"mode": str(0o104755), "uid": "0", "gid": "0"})
+    # a device's mode (char 1,3 is /dev/null's numbers, were any given)
+    s3.put_object(Bucket=bucket, Key="dev", Body=b"not a device",
+                  Metadata={"mode": str(stat.S_IFCHR | 0o666), "uid": "0", "gid": "0"})
     mp = new_mountpoint(public_dir)
     m = mount(bucket, mountpoint=mp, allow_other=True, suid=True, dev=True)
     st = os.stat(m.path / "id")
     assert stat.S_IMODE(st.st_mode) == 0o4755 and st.st_uid == 0, oct(st.st_mode)  # shown as stored
+    st = os.stat(m.path / "dev")
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o666, oct(st.st_mode)
+    assert read_file(m.path / "dev") == b"not a device"
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         opts = [line.split()[5].split(",") for line in f if line.split()[4] == str(mp)]
     assert len(opts) == 1 and "nosuid" in opts[0] and "nodev" in opts[0], opts
