@@ -186,19 +186,26 @@ static void serve(struct client *c)
 	struct timeval tv = { .tv_sec = REQUEST_TIMEOUT_S };
 	struct admin_cmd cmd = { 0 };
 	char status[32];
+	bool allowed;
 	int rc;
 
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (!peer_allowed(c->fd)) {
+	/*
+	 * The request is read first, also from a peer refused below: closing
+	 * a unix socket with unread data resets the peer's, which could then
+	 * lose our answer.
+	 */
+	allowed = peer_allowed(c->fd);
+	rc = read_request(c->fd, &req);
+	if (rc < 0 && allowed)
+		goto out; /* nobody to answer */
+	if (!allowed) {
 		emit_sock(c, ADMIN_ERR,
 			  "permission denied: not the mount's "
 			  "user");
 		rc = -EACCES;
 		goto done;
 	}
-	rc = read_request(c->fd, &req);
-	if (rc < 0)
-		goto out; /* nobody to answer */
 	rc = admin_decode(buf_str(&req), &cmd, &err);
 	if (rc < 0) {
 		emit_sock(c, ADMIN_ERR, buf_str(&err));
