@@ -24,6 +24,7 @@ Rounds and seed are fixed; a failure message names the seed and round.
 """
 
 import errno
+import json
 import os
 import random
 import signal
@@ -205,7 +206,7 @@ def test_kill9_loop(mount, s3, bucket, tmp_path):
         os.mkdir(m.path / f"w{i}")
     ctl_env = mount.env({"S3CACHEFS_ENDPOINT": mount.endpoint})
     model = Model()
-    totals = {"reads": 0, "writes": 0}
+    totals = {"reads": 0, "writes": 0, "killed_mid_write": 0}
     window = (0.1, 0.6) if SANITIZED else (0.1, 1.0)
     t0 = time.monotonic()
 
@@ -267,6 +268,7 @@ def test_kill9_loop(mount, s3, bucket, tmp_path):
         # every acknowledged write is in S3; one in flight left the old or a prefix of the new
         with model.lock:
             inflight, model.inflight = model.inflight, {}
+        totals["killed_mid_write"] += len(inflight)
         in_bucket = {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read()
                      for k in s3_keys(s3, bucket, "w") if not k.endswith("/")}  # not the mkdir markers
         for key in sorted(set(in_bucket) | set(model.acked) | set(inflight)):
@@ -295,6 +297,11 @@ def test_kill9_loop(mount, s3, bucket, tmp_path):
 
     took = time.monotonic() - t0
     assert totals["writes"] >= ROUNDS and totals["reads"] >= ROUNDS, f"too little work done: {totals}"
+    assert totals["killed_mid_write"] >= ROUNDS // 2, f"the kills missed the writes: {totals}"
+    st = json.loads(subprocess.run([str(CTL), "-C", str(cache), "stats", "--json"], capture_output=True, check=True,
+                                   stdin=subprocess.DEVNULL, env=ctl_env, timeout=60).stdout)
+    assert st["evictions"] > 0, f"the cap forced no eviction: {st}"
+    assert 0 < st["bytes_on_disk"] <= st["cap_bytes"], st
     assert len(chunk_files(cache)) > 0
     m.unmount()
     reports = sorted(san_logs.iterdir())
