@@ -1,18 +1,27 @@
-"""Disk trouble under a running mount (issue 7, item 3): the cache's disk
-fills up, and the cache folder turns read-only.  Reads still succeed from
-S3 byte-exact, writes fail with ENOSPC or EIO and one clear log line, the
-mount keeps answering, and nothing is corrupted: meta.db passes
-PRAGMA integrity_check, `s3cachefs-ctl verify` drops no chunk after a
-remount, a refused write leaves the bucket as it was, earlier writes stay
-intact, and once the disk is fine again writes and caching work.
+"""Disk trouble under a running mount (issue 7, item 3):
 
-Results are checked with boto3.  Needs root (tmpfs, bind mounts).
+- the cache's disk (a small tmpfs) fills up;
+- the cache folder turns read-only (a read-only bind mount over it: new
+  files are refused, files already open stay writable);
+- the cache's file system fails (ext4 with errors=remount-ro, made to fail
+  through its trigger_fs_error: every write is refused, open files too).
+
+Reads still succeed from S3 byte-exact, writes fail with ENOSPC or EIO and
+a log line naming the cause, the mount keeps answering (ls, stat, df), and
+nothing is corrupted: meta.db passes PRAGMA integrity_check,
+`s3cachefs-ctl verify` drops no chunk after a remount, a refused write
+leaves the bucket as it was, earlier writes stay intact, and once the disk
+is fine again writes and caching work.
+
+Results are checked with boto3.  Needs root (tmpfs, bind and loop mounts).
 """
 
 import errno
 import os
+import shutil
 import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -245,4 +254,107 @@ def test_cache_dir_turns_read_only(mount, s3, bucket, ro_bind):
     m.unmount()
     files.update(later=later, earlier=earlier, new=later)
     check_after_remount(m, files)
+    m.unmount()
+
+
+@pytest.fixture
+def ext4_fs(tmp_path):
+    """An ext4 loop filesystem mounted with errors=remount-ro (root only);
+    .fail() has the kernel turn it read-only as on an I/O error (the
+    journal aborted: even files already open refuse writes); .repair()
+    unmounts it, runs e2fsck and mounts it again."""
+    need(os.geteuid() == 0, "root, to mount a loop filesystem")
+    need(shutil.which("mkfs.ext4") and shutil.which("e2fsck"), "mkfs.ext4 and e2fsck (e2fsprogs)")
+
+    class Ext4:
+        def __init__(self):
+            self.image = tmp_path / "ext4.img"
+            self.path = tmp_path / "ext4"
+            self.path.mkdir()
+            with open(self.image, "wb") as f:
+                f.truncate(64 * MiB)
+            r = subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], capture_output=True, timeout=60)
+            assert r.returncode == 0, r.stderr.decode(errors="replace")
+            self.mounted = False
+
+        def mount(self):
+            r = subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.path)],
+                               capture_output=True, timeout=30)
+            need(r.returncode == 0, f"mount -o loop: {r.stderr.decode(errors='replace').strip()}")
+            self.mounted = True
+            dev = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(self.path)], capture_output=True,
+                                 timeout=30, check=True).stdout.decode().strip()
+            self.sysfs = Path("/sys/fs/ext4") / os.path.basename(dev) / "trigger_fs_error"
+            need(self.sysfs.exists(), f"{self.sysfs} (ext4's error trigger)")
+            return self
+
+        def fail(self):
+            self.sysfs.write_text("s3cachefs test: the cache disk fails\n")
+            wait_for(lambda: "ro" in self.options() or "emergency_ro" in self.options(), 10,
+                     f"{self.path} to turn read-only")
+
+        def options(self):
+            return subprocess.run(["findmnt", "-n", "-o", "OPTIONS", str(self.path)], capture_output=True,
+                                  timeout=30).stdout.decode().strip().split(",")
+
+        def umount(self):
+            if self.mounted:
+                r = subprocess.run(["umount", str(self.path)], capture_output=True, timeout=30)
+                if r.returncode != 0:
+                    subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
+                self.mounted = False
+
+        def repair(self):
+            self.umount()
+            r = subprocess.run(["e2fsck", "-f", "-y", str(self.image)], capture_output=True, timeout=60)
+            assert r.returncode in (0, 1), f"e2fsck: rc {r.returncode}: {r.stdout.decode(errors='replace')}"
+            return self.mount()
+
+    fs = Ext4().mount()
+    yield fs
+    fs.umount()
+
+
+def test_cache_fs_turns_read_only_on_error(ext4_fs, mount, s3, bucket):
+    files = {f"f{i}": rand_bytes(1 * MiB + i, f"ext4-{i}") for i in range(4)}
+    for key, body in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    cache = ext4_fs.path / "cache"
+    m = mount(bucket, cache_dir=str(cache), chunk_size="256K", expect_errors=True)
+    earlier = rand_bytes(300_000, "ext4-earlier")
+    write_file(m.path / "earlier", earlier)
+    assert read_file(m.path / "f0") == files["f0"]
+    wait_for(lambda: len(chunk_files(cache)) >= 4, 10, "f0's chunks to be cached")
+
+    ext4_fs.fail()
+    # reads still succeed: cached, and uncached from S3
+    for key in ("f0", "f1", "f1", "f2"):
+        assert sha(read_file(m.path / key)) == sha(files[key]), key
+    # writes fail with ENOSPC or EIO and leave the bucket as it was
+    for key, trunc in (("new", True), ("f2", False), ("earlier", True)):
+        e = write_errno(m.path / key, rand_bytes(100_000, f"ext4-w-{key}"), trunc=trunc)
+        assert e in (errno.ENOSPC, errno.EIO), f"{key}: a write into a failed cache disk: {errno.errorcode.get(e, e)}"
+    assert s3_body(s3, bucket, "new") in (None, b""), "a refused write reached the bucket"
+    assert_object(s3, bucket, "f2", files["f2"], "an overwrite refused by a failed cache disk")
+    assert s3_body(s3, bucket, "earlier") in (earlier, b""), "a refused overwrite reached the bucket"
+    still_answers(m, ["f0", "f1", "f2", "earlier"])
+    text = m.stderr_text()
+    about = lines_about(text, "Read-only file system", "read-only")
+    assert about, f"no log line names the read-only cache disk:\n{text[-3000:]}"
+    assert len(about) <= 10, f"the read-only cache disk was logged {len(about)} times: {about}"
+
+    # the unmount still works; the disk is repaired; nothing is corrupted
+    m.unmount()
+    ext4_fs.repair()
+    assert integrity_check(cache / "meta.db") == ["ok"]
+    m.start()
+    for key in ("f0", "f1", "f2"):
+        assert sha(read_file(m.path / key)) == sha(files[key]), f"{key} after the repair"
+    ctl_verify(m.factory, cache)
+    later = rand_bytes(400_000, "ext4-later")
+    write_file(m.path / "later", later)
+    assert_object(s3, bucket, "later", later)
+    before = len(chunk_files(cache))
+    assert read_file(m.path / "f3") == files["f3"]
+    wait_for(lambda: len(chunk_files(cache)) >= before + 4, 10, "f3's chunks to be cached")
     m.unmount()
