@@ -310,3 +310,59 @@ def test_awkward_keys_s3rver_cannot_hold(mount):
         check_all_ways(mount, "awkward-keys", keys, fake, endpoint=fake.endpoint)
     finally:
         fake.stop()
+
+
+
+NEW_OK = [b"c\x01x", b"tab\tx", b"nl\nx", b"\x7f", b"esc\x1b[0m", b"cr\r", b"\x1f", b"caf\xc3\xa9"]
+NEW_BAD = [b"w\xffx", b"w\xc3", b"w\xc0\xaf", b"w\xed\xa0\x80", b"\xfe"]
+
+
+def test_new_names_with_control_chars_or_invalid_utf8(mount, s3, bucket):
+    """Control characters reach S3 as they are and read back; a name that is
+    no UTF-8 is refused with EILSEQ (S3 keys are UTF-8) and nothing is sent."""
+    m = mount(bucket)
+    root = os.fsencode(str(m.path))
+    os.mkdir(os.path.join(root, b"dir\x02"))
+    want = {"dir\x02/": b""}
+    for name in NEW_OK:
+        for rel in (name, b"dir\x02/" + name):
+            with open(os.path.join(root, rel), "wb") as f:
+                f.write(b"body of " + rel)
+            want[rel.decode()] = b"body of " + rel
+    for name in NEW_BAD:
+        path = os.path.join(root, name)
+        for what, act in [("create", lambda: open(path, "wb")), ("mkdir", lambda: os.mkdir(path)),
+                          ("symlink", lambda: os.symlink(b"plain", path)),
+                          ("rename", lambda: os.rename(os.path.join(root, NEW_OK[0]), path))]:
+            with pytest.raises(OSError) as e:
+                act()
+            assert e.value.errno == errno.EILSEQ, (what, name, e.value)
+            assert not os.path.lexists(path), (what, name)
+    assert s3_keys(s3, bucket) == sorted(want)
+    for key, body in want.items():
+        assert s3_body(s3, bucket, key) == body, key
+    for key, body in want.items():
+        if not key.endswith("/"):
+            with open(os.path.join(root, os.fsencode(key)), "rb") as f:
+                assert f.read() == body, key
+    m.unmount()
+    # a second mount with a cold cache shows what S3 holds
+    m2 = mount(bucket)
+    files, dirs = expected_tree(want)
+    check_tree(m2, files, dirs)
+    m2.unmount()
+
+
+def test_probe_nul(mount):
+    fake = FakeS3("nul-keys", {"ok": b"ok", "nul\x00x": b"nul", "d/nul\x00": b"x", "d/ok": b"dok"}).start()
+    try:
+        m = mount("nul-keys", endpoint=fake.endpoint, expect_errors=True)
+        for d in ("", "d"):
+            try:
+                print(d, os.listdir(os.path.join(m.path, d)))
+            except OSError as e:
+                print(d, e)
+        print(m.stderr_text())
+        m.unmount()
+    finally:
+        fake.stop()
