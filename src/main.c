@@ -68,6 +68,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -355,6 +356,13 @@ static bool mounted_on(const char *path, char *type, size_t size)
 	return found;
 }
 
+static void log_dead_mount(const char *path)
+{
+	log_error("mount point '%s' is a dead FUSE mount (its daemon is "
+		  "gone): unmount it first with 'fusermount3 -u'",
+		  path);
+}
+
 /*
  * Refuse a mount point that is already mounted on, or that holds files
  * (which the mount would hide) unless -o nonempty.  0 or EXIT_FAIL.
@@ -367,6 +375,14 @@ static int check_mountpoint(struct app *app)
 	bool empty = true;
 
 	if (mounted_on(app->a.mountpoint, type, sizeof(type))) {
+		struct statfs sf;
+
+		/* after kill -9 the kernel may still answer stat() from
+		 * cached attributes; statfs always asks the daemon */
+		if (statfs(app->a.mountpoint, &sf) < 0 && errno == ENOTCONN) {
+			log_dead_mount(app->a.mountpoint);
+			return EXIT_FAIL;
+		}
 		log_error("mount point '%s' is busy: a %s file system is "
 			  "already mounted there",
 			  app->a.mountpoint, type);
@@ -546,10 +562,7 @@ static int parse_args(struct app *app, int argc, char **argv)
 		goto out;
 	if (stat(argv[optind + 1], &st) < 0) {
 		if (errno == ENOTCONN)
-			log_error("mount point '%s' is a dead FUSE mount (its "
-				  "daemon is gone): unmount it first with "
-				  "'fusermount3 -u'",
-				  argv[optind + 1]);
+			log_dead_mount(argv[optind + 1]);
 		else
 			log_error("mount point '%s': %s", argv[optind + 1],
 				  strerror(errno));

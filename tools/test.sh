@@ -2,10 +2,11 @@
 # tools/test.sh: install what is missing, build, and run every test: the
 # unit tests (meson test, TAP) and the integration tests (pytest against the
 # pinned s3rver), first in a gcc build, then again in a clang build with
-# AddressSanitizer and UndefinedBehaviorSanitizer.  Both builds use
-# -Dwerror=true.  Ends with one line "tests: N passed, N failed".
+# AddressSanitizer and UndefinedBehaviorSanitizer, then each libFuzzer
+# target for FUZZ_SECONDS (15) seconds.  Every build uses -Dwerror=true.
+# Ends with one line "tests: N passed, N failed".
 #
-#   tools/test.sh            both passes (what CI runs)
+#   tools/test.sh            every pass (what CI runs)
 #   tools/test.sh --quick    the gcc pass only
 #   PYTEST_ARGS="-k cli"     extra pytest arguments
 set -euo pipefail
@@ -81,6 +82,16 @@ if [ "$quick" = 0 ]; then
     export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:halt_on_error=1}
     export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
     S3CACHEFS_SANITIZED=1 run_pass build-san clang+asan+ubsan || status=1
+fi
+
+if [ "$quick" = 0 ]; then
+    # The libFuzzer targets, briefly: they build, and a short run over each
+    # corpus finds nothing (long runs: tools/fuzz.sh).
+    say "[fuzz] each target for ${FUZZ_SECONDS:-15} s"
+    fuzz_out=$(SECONDS_EACH=${FUZZ_SECONDS:-15} "$repo_root/tools/fuzz.sh") || status=1
+    printf '%s\n' "$fuzz_out"
+    total_pass=$((total_pass + $(grep -c ', no finding$' <<<"$fuzz_out" || true)))
+    total_fail=$((total_fail + $(grep -c ': FINDING' <<<"$fuzz_out" || true)))
 fi
 
 echo "tests: $total_pass passed, $total_fail failed"

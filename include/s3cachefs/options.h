@@ -140,6 +140,14 @@ int options_load_env(struct options *o, char *const *envp,
  */
 int options_load_file(struct options *o, const char *path, struct buf *err);
 
+/*
+ * The text of a config file (@len bytes, named @name in errors), parsed as
+ * options_load_file() parses a file: 0, -EINVAL (a NUL byte or a bad line,
+ * @err filled) or -ENOMEM.
+ */
+int options_parse_text(struct options *o, const char *text, size_t len,
+		       const char *name, struct buf *err);
+
 /* Print every option with its type, default and help, grouped, to @f. */
 void options_help(FILE *f);
 

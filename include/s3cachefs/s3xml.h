@@ -10,6 +10,8 @@
  * Listing keys, CommonPrefixes and NextMarker are URL-decoded when the body
  * says <EncodingType>url</EncodingType>, wherever that element stands; any
  * other EncodingType is refused (-EPROTO) rather than misread.
+ * A listed key or CommonPrefix whose decoding holds a NUL ("%00") is left
+ * out of the page, as no C string can hold it.
  *
  * Bounds: the whole body (max_bytes, which must be > 0), each kept field
  * (64 KiB, -EMSGSIZE) and nesting (32 levels, -EPROTO); DOCTYPE and entity

@@ -12,7 +12,9 @@
  * Names.  A key segment becomes a file name unless it cannot be one: empty
  * segments (from "//"), "." and "..", and segments over 255 bytes are not
  * shown.  When a key is both an object and a prefix ("a" and "a/b"), the
- * directory is shown and the object is not.
+ * directory is shown and the object is not.  Any other bytes are names as
+ * they are (control characters, no UTF-8).  A name a change makes (create,
+ * mkdir, symlink, rename's target) must be UTF-8, as S3 keys are: -EILSEQ.
  *
  * Consistency.  An open file reads the version whose ETag it saw at open:
  * cached chunks are keyed by that ETag, fetched ones are asked for with

@@ -156,8 +156,10 @@ struct cache {
 	uint64_t reserved;	   /* lock */
 	size_t ndirty;		   /* lock */
 	bool stop, kick;	   /* lock */
-	/* lock: when a failure of that kind was last logged at warn */
-	int64_t warned_read, warned_write, warned_room;
+	/* lock: when a failure of that kind was last logged at warn; written
+	 * data refused has its own, so a write's ENOSPC is still said after
+	 * reads were refused room */
+	int64_t warned_read, warned_write, warned_room, warned_staging;
 	struct cache_stats st; /* lock; the counters only */
 };
 
@@ -877,7 +879,7 @@ int cache_reserve(struct cache *c, uint64_t bytes)
 		c->reserved += bytes;
 		kick_locked(c);
 	} else {
-		first = warn_due_locked(&c->warned_room);
+		first = warn_due_locked(&c->warned_staging);
 		pthread_mutex_unlock(&c->lock);
 		log_msg(first ? LOG_LVL_WARN : LOG_LVL_DEBUG,
 			"cache: no room for %llu bytes of written data in "

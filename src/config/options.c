@@ -939,10 +939,37 @@ static void strip_comment(char *line)
 	}
 }
 
+int options_parse_text(struct options *o, const char *text, size_t len,
+		       const char *name, struct buf *err)
+{
+	struct origin at = { .file = name };
+	char *copy, *line, *next;
+	int rc = 0;
+
+	if (memchr(text, '\0', len)) {
+		fail(err, NULL, "config file '%s' holds a NUL byte", name);
+		return -EINVAL;
+	}
+	copy = strndup(text, len);
+	if (!copy)
+		return -ENOMEM;
+	for (line = copy; line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		at.line++;
+		strip_comment(line);
+		rc = apply_item(o, line, true, &at, err);
+		if (rc < 0)
+			break;
+	}
+	free(copy);
+	return rc;
+}
+
 int options_load_file(struct options *o, const char *path, struct buf *err)
 {
-	struct origin at = { .file = path };
-	char *text = NULL, *line, *next;
+	char *text = NULL;
 	size_t len;
 	int rc;
 
@@ -958,21 +985,7 @@ int options_load_file(struct options *o, const char *path, struct buf *err)
 		     strerror(-rc));
 		goto out;
 	}
-	if (strlen(text) != len) {
-		fail(err, NULL, "config file '%s' holds a NUL byte", path);
-		rc = -EINVAL;
-		goto out;
-	}
-	for (line = text; line; line = next) {
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		at.line++;
-		strip_comment(line);
-		rc = apply_item(o, line, true, &at, err);
-		if (rc < 0)
-			goto out;
-	}
+	rc = options_parse_text(o, text, len, path, err);
 out:
 	free(text);
 	return rc;

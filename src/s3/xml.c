@@ -677,24 +677,52 @@ out:
 	return rc;
 }
 
+/*
+ * Decode a listed key or prefix: 1 when it holds an escaped NUL ("%00"),
+ * which no C string can hold.  S3 may store such a key; it is left out of
+ * the page (a hidden name) rather than failing the whole listing.
+ */
+static int decode_listed(char **s)
+{
+	if (*s && strstr(*s, "%00"))
+		return 1;
+	return decode_in_place(s);
+}
+
 /* The listing is complete: decode it and choose the next token. */
 static int finish_list(struct s3_xml *x)
 {
 	struct s3_list_page *pg = &x->page;
-	size_t i;
+	size_t i, o;
 	int rc;
 
 	if (x->url_encoded) {
-		for (i = 0; i < pg->n_entries; i++) {
-			rc = decode_in_place(&pg->entries[i].key);
+		for (i = o = 0; i < pg->n_entries; i++) {
+			rc = decode_listed(&pg->entries[i].key);
 			if (rc < 0)
 				return rc;
+			if (rc == 1) {
+				entry_release(&pg->entries[i]);
+			} else if (o++ < i) {
+				pg->entries[o - 1] = pg->entries[i];
+				memset(&pg->entries[i], 0,
+				       sizeof(*pg->entries));
+			}
 		}
-		for (i = 0; i < pg->n_prefixes; i++) {
-			rc = decode_in_place(&pg->prefixes[i]);
+		pg->n_entries = o;
+		for (i = o = 0; i < pg->n_prefixes; i++) {
+			rc = decode_listed(&pg->prefixes[i]);
 			if (rc < 0)
 				return rc;
+			if (rc == 1) {
+				free(pg->prefixes[i]);
+				pg->prefixes[i] = NULL;
+			} else if (o++ < i) {
+				pg->prefixes[o - 1] = pg->prefixes[i];
+				pg->prefixes[i] = NULL;
+			}
 		}
+		pg->n_prefixes = o;
 		/* V1 encodes NextMarker, a key; V2's token is opaque. */
 		rc = decode_in_place(&x->next_marker);
 		if (rc < 0)

@@ -55,6 +55,7 @@
 #include "s3cachefs/log.h"
 #include "s3cachefs/meta.h"
 #include "s3cachefs/s3.h"
+#include "s3cachefs/strutil.h"
 #include "s3cachefs/tree.h"
 #include "s3cachefs/vfs.h"
 #include "s3cachefs/writeback.h"
@@ -322,6 +323,15 @@ static void note_s3(struct vfs *v, int rc)
 static bool name_ok(const char *name, size_t len)
 {
 	return tree_name_ok(name, len);
+}
+
+/* A name a change may give (create, mkdir, symlink, rename's target) must
+ * be UTF-8 too: S3 keys are, AWS refuses a PUT of other bytes and some
+ * servers store it under another key ("%FF" for the byte 0xff), where it
+ * would overwrite a file of that name.  0 or -EILSEQ. */
+static int new_name_ok(const char *name)
+{
+	return utf8_valid(name, strlen(name)) ? 0 : -EILSEQ;
 }
 
 /* The S3 key of @path: prefix + path.  Caller frees. */
@@ -3267,6 +3277,9 @@ int vfs_create(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
 
 	if (v->conf.ro)
 		return -EROFS;
+	rc = new_name_ok(name);
+	if (rc < 0)
+		return rc;
 	rc = child_key(v, parent, name, &key, NULL);
 	if (rc < 0)
 		return rc == -EINVAL ? -EPERM : rc;
@@ -3603,6 +3616,9 @@ int vfs_mkdir(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
 
 	if (v->conf.ro)
 		return -EROFS;
+	rc = new_name_ok(name);
+	if (rc < 0)
+		return rc;
 	rc = child_key(v, parent, name, &key, &dir);
 	if (rc < 0)
 		return rc == -EINVAL ? -EPERM : rc;
@@ -3723,6 +3739,9 @@ int vfs_symlink(struct vfs *v, uint64_t parent, const char *name,
 		return -EROFS;
 	if (len == 0 || len > SYMLINK_MAX)
 		return len ? -ENAMETOOLONG : -ENOENT;
+	rc = new_name_ok(name);
+	if (rc < 0)
+		return rc;
 	rc = child_key(v, parent, name, &key, &dir);
 	if (rc < 0)
 		return rc == -EINVAL ? -EPERM : rc;
@@ -3986,6 +4005,8 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 	rc = child_key(v, parent, name, &src, &sdir);
 	if (rc == 0)
 		rc = child_key(v, newparent, newname, &dst, &ddir);
+	if (rc == 0)
+		rc = new_name_ok(newname);
 	if (rc < 0)
 		goto out;
 	skind = kind_of(v, parent, name, &etag, &size);

@@ -10,7 +10,9 @@ read-only client needs, as S3 answers it:
   max-keys, marker / start-after / continuation-token, encoding-type=url),
   HEAD and GET of objects with Range, If-Match and If-None-Match.
 
-Signatures are not checked. Every request is logged as "METHOD TARGET", the
+Keys are str; a key that is no valid UTF-8 is given as os.fsdecode() spells
+its bytes (lone surrogates, "surrogateescape"), and goes on the wire as
+those bytes. Signatures are not checked. Every request is logged as "METHOD TARGET", the
 target as sent (still encoded), like the s3rver request log, so
 mount.object_requests() and list_requests() work on it too.
 """
@@ -25,6 +27,12 @@ from email.utils import formatdate
 from xml.sax.saxutils import escape
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+SE = "surrogateescape"
+
+
+def _b(s):
+    """A key's bytes (see the module comment)."""
+    return s.encode("utf-8", SE)
 
 
 class FakeS3:
@@ -119,8 +127,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             fake.log.append(f"{self.command} {self.path}")
         self._drain()
         raw_path, _, query = self.path.partition("?")
-        path = urllib.parse.unquote(raw_path)  # '+' is literal in a path
-        q = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        path = urllib.parse.unquote(raw_path, errors=SE)  # '+' is literal in a path
+        q = dict(urllib.parse.parse_qsl(query, keep_blank_values=True, errors=SE))
         base = f"/{fake.bucket}"
         if path in (base, base + "/"):
             if "location" in q:
@@ -202,8 +210,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             return self._error(400, "InvalidArgument", "bad max-keys")
         url = q.get("encoding-type") == "url"
-        after = q.get("continuation-token") or q.get("start-after", "") if v2 else q.get("marker", "")
-        keys = sorted((k for k in fake.objects if k.startswith(prefix)), key=lambda k: k.encode())
+        token = q.get("continuation-token")
+        if token:  # opaque, as S3's: the hex of the last key's bytes
+            try:
+                after = bytes.fromhex(token).decode("utf-8", SE)
+            except ValueError:
+                return self._error(400, "InvalidArgument", "bad continuation-token")
+        else:
+            after = q.get("start-after", "") if v2 else q.get("marker", "")
+        keys = sorted((k for k in fake.objects if k.startswith(prefix)), key=_b)
         entries = []  # (sort key, kind, value)
         seen = set()
         for k in keys:
@@ -215,11 +230,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     entries.append((cp, "P", cp))
             else:
                 entries.append((k, "K", k))
-        entries = [e for e in entries if e[0].encode() > after.encode()] if after else entries
+        entries = [e for e in entries if _b(e[0]) > _b(after)] if after else entries
         page, truncated = entries[:max_keys], len(entries) > max_keys
 
         def enc(s):
-            return urllib.parse.quote_plus(s, safe="/") if url else s
+            return urllib.parse.quote_plus(_b(s), safe="/") if url else s
 
         out = [f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="{NS}">',
                f"<Name>{fake.bucket}</Name>", f"<Prefix>{escape(enc(prefix))}</Prefix>"]
@@ -234,7 +249,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if q.get("continuation-token"):
                 out.append(f"<ContinuationToken>{escape(q['continuation-token'])}</ContinuationToken>")
             if truncated:
-                out.append(f"<NextContinuationToken>{escape(page[-1][0])}</NextContinuationToken>")
+                out.append(f"<NextContinuationToken>{_b(page[-1][0]).hex()}</NextContinuationToken>")
         else:
             out.append(f"<Marker>{escape(enc(after))}</Marker>")
             if truncated and delim:
@@ -251,4 +266,4 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if kind == "P":
                 out.append(f"<CommonPrefixes><Prefix>{escape(enc(value))}</Prefix></CommonPrefixes>")
         out.append("</ListBucketResult>")
-        self._send(200, "".join(out).encode(), {"Content-Type": "application/xml"})
+        self._send(200, _b("".join(out)), {"Content-Type": "application/xml"})

@@ -1,6 +1,8 @@
 """Starting and stopping the daemon: SIGTERM, daemon mode, bad input, a
 cache folder already in use."""
 
+import errno
+import os
 import signal
 
 import pytest
@@ -108,3 +110,22 @@ def test_second_mount_on_same_cache_dir_is_refused(mount, s3, bucket, s3rver):
     assert read_file(m.path / "f") == b"first"
     m.unmount()
 
+
+
+def test_dead_mount_is_named_even_with_cached_attributes(mount, s3, bucket, s3rver, tmp_path):
+    # After kill -9 the kernel still answers stat() of the root from the
+    # attributes it cached; the daemon must still see the mount is dead.
+    s3.put_object(Bucket=bucket, Key="f", Body=b"x")
+    m = mount(bucket)
+    assert os.stat(m.path).st_ino == 1
+    m.proc.kill()
+    m.proc.wait(10)
+    assert is_mounted(m.path)
+    os.stat(m.path)  # answered from the kernel's cache: no ENOTCONN here
+    with pytest.raises(OSError) as e:
+        os.statvfs(m.path)
+    assert e.value.errno == errno.ENOTCONN
+    rc, err = mount.run([bucket, m.path, "-f", "-o",
+                         f"endpoint={s3rver.endpoint},cache_dir={tmp_path / 'c2'},cache_min_free=0"])
+    line = one_line(rc, err, 1)
+    assert "dead FUSE mount" in line and "fusermount3 -u" in line, line

@@ -335,11 +335,37 @@ static void test_list_encoded(void)
 			 "</ListBucketResult>",
 			 S3_XML_LIST, MAX),
 	       -EPROTO, "bad escape in an encoded key");
+	{
+		/* a key or prefix decoding to a NUL is left out, the rest
+		 * stays, also when a bad escape follows it */
+		static const char body[] =
+			"<ListBucketResult><Contents><Key>a%00b</Key></"
+			"Contents>"
+			"<Contents><Key>ok%41</Key></Contents>"
+			"<Contents><Key>%00</Key></Contents>"
+			"<CommonPrefixes><Prefix>p%00/</Prefix></"
+			"CommonPrefixes>"
+			"<CommonPrefixes><Prefix>q/</Prefix></CommonPrefixes>"
+			"<EncodingType>url</EncodingType></ListBucketResult>";
+
+		is_int(s3_xml_parse(S3_XML_LIST, body, strlen(body), MAX, &x),
+		       0, "keys decoding to a NUL: parses");
+		is_int(s3_xml_take_list(x, &p), 0, "NUL keys: take");
+		is_int(p.n_entries, 1, "NUL keys: one entry left");
+		is_str(p.n_entries ? p.entries[0].key : NULL, "okA",
+		       "NUL keys: the other key");
+		is_int(p.n_prefixes, 1, "NUL keys: one prefix left");
+		is_str(p.n_prefixes ? p.prefixes[0] : NULL, "q/",
+		       "NUL keys: the other prefix");
+		s3_list_page_release(&p);
+		s3_xml_free(x);
+	}
 	is_int(parse_str("<ListBucketResult><Contents><Key>a%00b</Key>"
-			 "</Contents><EncodingType>url</EncodingType>"
-			 "</ListBucketResult>",
+			 "</Contents><Contents><Key>ok</Key></Contents>"
+			 "<Contents><Key>a%zz</Key></Contents>"
+			 "<EncodingType>url</EncodingType></ListBucketResult>",
 			 S3_XML_LIST, MAX),
-	       -EPROTO, "key decoding to a NUL");
+	       -EPROTO, "bad escape after a NUL key");
 	is_int(parse_str("<ListBucketResult><CommonPrefixes><Prefix>a%2"
 			 "</Prefix></CommonPrefixes>"
 			 "<EncodingType>url</EncodingType></ListBucketResult>",
