@@ -1,0 +1,212 @@
+"""A mount through the fault proxy (issue 7 item 1).
+
+Chaos: with 10% of the requests given one fault (500, 503 SlowDown, reset
+mid-body, a body shorter than its Content-Length, 50-300 ms of latency), a
+200 MiB file and a 500-file tree copied in with cp reach S3 byte-exact
+(checked with boto3), and read back byte-exact through a second mount with
+an empty cache. The proxy's counters prove the faults were injected in both
+directions.
+
+Dark: with the server unreachable (a blackhole, or refused connections),
+cached files still read, uncached reads and writeback=sync writes fail with
+EIO within the configured timeout, ls/stat/df answer at once, a file written
+with writeback=async is staged and uploaded once the server is back, without
+a remount, and reads work again.
+"""
+
+import errno
+import hashlib
+import os
+import random
+import subprocess
+import time
+
+import pytest
+
+from conftest import SANITIZED, wait_for
+from mount import MiB, rand_bytes, read_file, s3_body, s3_keys, sha
+
+SEED = 7
+RATE = 0.10
+FAULT_KINDS = ["500", "503", "reset", "short", "delay"]
+# The sanitized builds run several times slower: the same faults and the
+# same checks on less data there.
+BIG = (48 if SANITIZED else 200) * MiB
+TREE_FILES = 120 if SANITIZED else 500
+
+TIMEOUT = 3  # -o timeout=3s: a whole S3 request, retries included
+SLACK = 8 if SANITIZED else 4  # scheduling, the kernel splitting a read in several
+QUICK = 1.0  # ls, stat, df, a cached read while dark: nothing waits on S3
+
+
+# ---- chaos ----------------------------------------------------------------------
+
+def tree_files(seed):
+    """TREE_FILES paths under tree/ in 10 folders, sizes 0..64 KiB (a few of
+    0, 1 and exactly 64 KiB)."""
+    rng = random.Random(seed)
+    out = {}
+    for i in range(TREE_FILES):
+        size = (0, 1, 65536)[i] if i < 3 else rng.randrange(65537)
+        out[f"tree/d{i % 10}/f{i:03d}"] = rng.randbytes(size)
+    return out
+
+
+def write_local(root, files):
+    for key, data in files.items():
+        p = root / key
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
+def cp(src, dst, timeout=300):
+    r = subprocess.run(["cp", "-r", str(src), str(dst)], capture_output=True, timeout=timeout)
+    assert r.returncode == 0, f"cp {src} {dst}: {r.stderr.decode(errors='replace')}"
+
+
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(4 * MiB)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def injected(proxy, fault):
+    with proxy._lock:
+        return proxy.injected[fault]
+
+
+@pytest.mark.parametrize("fault", FAULT_KINDS)
+def test_chaos_write_and_read_back_byte_exact(mount, s3, bucket, proxy, tmp_path, fault):
+    big = rand_bytes(BIG, f"chaos-big-{fault}")
+    files = tree_files(f"chaos-tree-{fault}")
+    src = tmp_path / "src"
+    write_local(src, files)
+    (src / "big").write_bytes(big)
+
+    proxy.set_rate(fault, RATE, seed=SEED)
+    opts = dict(endpoint=proxy.endpoint, cache_size="1G", expect_errors=True)
+    t0 = time.monotonic()
+    m = mount(bucket, **opts)
+    cp(src / "big", m.path / "big")
+    cp(src / "tree", m.path)
+    m.unmount()  # writeback=sync: every close returned after its upload
+    wrote = injected(proxy, fault)
+    assert wrote > 0, f"no {fault} fault injected while writing ({proxy.requests()} requests)"
+
+    # what reached S3, through boto3 straight to the server
+    assert s3_keys(s3, bucket) == sorted(["big", *files])
+    assert sha(s3_body(s3, bucket, "big")) == sha(big)
+    for key, data in files.items():
+        assert sha(s3_body(s3, bucket, key)) == sha(data), f"{key!r} differs in S3"
+
+    # back through a fresh mount, empty cache, faults still on
+    m2 = mount(bucket, **opts)
+    assert len(os.listdir(m2.path / "tree")) == 10
+    assert file_sha(m2.path / "big") == sha(big)
+    for key, data in files.items():
+        assert sha(read_file(m2.path / key)) == sha(data), f"{key!r} read back differs"
+    m2.unmount()
+    read = injected(proxy, fault) - wrote
+    assert read > 0, f"no {fault} fault injected while reading back"
+    took = time.monotonic() - t0
+    print(f"\nchaos {fault}: {proxy.requests()} requests, {wrote}+{read} faults, {took:.1f}s")
+    # the proxy's draws are reproducible; the requests' order varies with threads
+    s3.delete_object(Bucket=bucket, Key="big")  # 200 MiB per case: keep the session's disk small
+
+
+# ---- dark -----------------------------------------------------------------------
+
+def dark_mount(mount, bucket, proxy, **opts):
+    return mount(bucket, endpoint=proxy.endpoint, timeout=f"{TIMEOUT}s", connect_timeout="1s",
+                 io_timeout="2s", meta_ttl="1h", negative_ttl="1h", chunk_size="1M",
+                 expect_errors=True, **opts)
+
+
+def timed(fn):
+    t = time.monotonic()
+    v = fn()
+    return v, time.monotonic() - t
+
+
+def expect_eio(fn, what):
+    t = time.monotonic()
+    with pytest.raises(OSError) as e:
+        fn()
+    took = time.monotonic() - t
+    assert e.value.errno == errno.EIO, f"{what}: {e.value!r}"
+    assert took <= TIMEOUT + SLACK, f"{what}: EIO after {took:.1f}s, timeout={TIMEOUT}s"
+    return took
+
+
+def write_new(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("how", ["blackhole", "refused"])
+def test_dark_server(mount, s3, bucket, proxy, how):
+    cached = rand_bytes(3 * MiB, "dark-cached")
+    uncached = rand_bytes(3 * MiB, "dark-uncached")
+    s3.put_object(Bucket=bucket, Key="d/cached", Body=cached)
+    s3.put_object(Bucket=bucket, Key="d/uncached", Body=uncached)
+    m = dark_mount(mount, bucket, proxy)
+    assert sorted(os.listdir(m.path / "d")) == ["cached", "uncached"]
+    assert os.stat(m.path / "d" / "uncached").st_size == len(uncached)
+    assert sha(read_file(m.path / "d" / "cached")) == sha(cached)
+
+    proxy.go_dark(how)
+    before = proxy.requests()
+    got, took = timed(lambda: read_file(m.path / "d" / "cached"))
+    assert sha(got) == sha(cached)
+    assert took < QUICK, f"a cached read took {took:.1f}s while dark"
+    for what, fn in (
+        ("ls", lambda: sorted(os.listdir(m.path / "d"))),
+        ("stat", lambda: os.stat(m.path / "d" / "uncached").st_size),
+        ("df", lambda: os.statvfs(m.path).f_bsize),
+        ("ls /", lambda: os.listdir(m.path)),
+    ):
+        v, took = timed(fn)
+        assert took < QUICK, f"{what} took {took:.1f}s while dark"
+        assert v, what
+    assert sorted(os.listdir(m.path / "d")) == ["cached", "uncached"]
+
+    def read_uncached():
+        with open(m.path / "d" / "uncached", "rb") as f:
+            f.read(65536)
+
+    for _ in range(2):
+        expect_eio(read_uncached, "uncached read")
+    expect_eio(lambda: write_new(m.path / "d" / "new", b"n" * 100_000), "writeback=sync write")
+    if how == "blackhole":
+        assert proxy.stalled > 0, "no request reached the dark proxy"
+    else:
+        assert proxy.requests() == before, "a request got through a refused listener"
+
+    proxy.go_light()
+    assert sha(read_file(m.path / "d" / "uncached")) == sha(uncached)
+    data = rand_bytes(200_000, "dark-after")
+    write_new(m.path / "d" / "after", data)
+    assert s3_body(s3, bucket, "d/after") == data
+    m.unmount()
+
+
+def test_dark_async_write_uploads_when_light(mount, s3, bucket, proxy):
+    m = dark_mount(mount, bucket, proxy, writeback="async")
+    os.mkdir(m.path / "a")
+    proxy.go_dark()
+    data = rand_bytes(1 * MiB + 17, "dark-async")
+    _, took = timed(lambda: write_new(m.path / "a" / "f", data))  # close returns 0: staged
+    assert took < QUICK, f"an async write and close took {took:.1f}s while dark"
+    assert sha(read_file(m.path / "a" / "f")) == sha(data)
+    # the first upload attempt fails in the dark (logged), the file stays staged
+    wait_for(lambda: "upload of 'a/f' failed" in m.stderr_text(), TIMEOUT + SLACK + 5,
+             "the dark upload attempt to fail")
+    assert s3_body(s3, bucket, "a/f") is None
+    proxy.go_light()
+    # the retry (2 s after the first failure) sends it, no remount
+    wait_for(lambda: s3_body(s3, bucket, "a/f") == data, 30, "the staged file in the bucket")
+    m.unmount()
