@@ -14,6 +14,7 @@ with writeback=async is staged and uploaded once the server is back, without
 a remount, and reads work again.
 """
 
+import concurrent.futures
 import errno
 import hashlib
 import os
@@ -64,6 +65,13 @@ def cp(src, dst, timeout=300):
     assert r.returncode == 0, f"cp {src} {dst}: {r.stderr.decode(errors='replace')}"
 
 
+def parallel(fn, items, threads=8):
+    """[fn(item) for item in items], 8 at a time (the tree's files are small:
+    one at a time the test would wait on round trips, not on faults)."""
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, items))
+
+
 def file_sha(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -92,23 +100,33 @@ def test_chaos_write_and_read_back_byte_exact(mount, s3, bucket, proxy, tmp_path
     t0 = time.monotonic()
     m = mount(bucket, **opts)
     cp(src / "big", m.path / "big")
-    cp(src / "tree", m.path)
+    print(f"\nT big write {time.monotonic()-t0:.1f}")
+    os.mkdir(m.path / "tree")
+    parallel(lambda d: cp(d, m.path / "tree"), sorted((src / "tree").iterdir()))  # one cp per folder
+    print(f"T tree write {time.monotonic()-t0:.1f}")
     m.unmount()  # writeback=sync: every close returned after its upload
     wrote = injected(proxy, fault)
     assert wrote > 0, f"no {fault} fault injected while writing ({proxy.requests()} requests)"
 
     # what reached S3, through boto3 straight to the server
-    assert s3_keys(s3, bucket) == sorted(["big", *files])
+    keys = s3_keys(s3, bucket)
+    assert [k for k in keys if not k.endswith("/")] == sorted(["big", *files])
+    # mkdir's markers, one per folder cp made
+    assert [k for k in keys if k.endswith("/")] == ["tree/"] + [f"tree/d{i}/" for i in range(10)]
     assert sha(s3_body(s3, bucket, "big")) == sha(big)
+    in_s3 = dict(zip(files, parallel(lambda k: sha(s3_body(s3, bucket, k)), files)))
     for key, data in files.items():
-        assert sha(s3_body(s3, bucket, key)) == sha(data), f"{key!r} differs in S3"
+        assert in_s3[key] == sha(data), f"{key!r} differs in S3"
 
+    print(f"T boto3 {time.monotonic()-t0:.1f}")
     # back through a fresh mount, empty cache, faults still on
     m2 = mount(bucket, **opts)
     assert len(os.listdir(m2.path / "tree")) == 10
     assert file_sha(m2.path / "big") == sha(big)
+    print(f"T big read {time.monotonic()-t0:.1f}")
+    back = dict(zip(files, parallel(lambda k: sha(read_file(m2.path / k)), files)))
     for key, data in files.items():
-        assert sha(read_file(m2.path / key)) == sha(data), f"{key!r} read back differs"
+        assert back[key] == sha(data), f"{key!r} read back differs"
     m2.unmount()
     read = injected(proxy, fault) - wrote
     assert read > 0, f"no {fault} fault injected while reading back"
