@@ -220,6 +220,11 @@ class FaultProxy:
             self._rules.clear()
             self._rates.clear()
 
+    def count(self, fault):
+        """How many times fault has been injected so far."""
+        with self._lock:
+            return self.injected[fault]
+
     def requests(self):
         """How many requests the proxy has seen."""
         with self._lock:

@@ -19,6 +19,7 @@ import errno
 import hashlib
 import os
 import random
+import shutil
 import subprocess
 import time
 
@@ -82,13 +83,9 @@ def file_sha(path):
             h.update(b)
 
 
-def injected(proxy, fault):
-    with proxy._lock:
-        return proxy.injected[fault]
-
-
 @pytest.mark.parametrize("fault", FAULT_KINDS)
-def test_chaos_write_and_read_back_byte_exact(mount, s3, bucket, proxy, tmp_path, fault):
+def test_chaos_write_and_read_back_byte_exact(mount, s3, bucket, proxy, tmp_path, request, fault):
+    request.addfinalizer(lambda: s3.delete_object(Bucket=bucket, Key="big"))  # 200 MiB a case
     big = rand_bytes(BIG, f"chaos-big-{fault}")
     files = tree_files(f"chaos-tree-{fault}")
     src = tmp_path / "src"
@@ -105,7 +102,7 @@ def test_chaos_write_and_read_back_byte_exact(mount, s3, bucket, proxy, tmp_path
     os.mkdir(m.path / "tree")
     parallel(lambda d: cp(d, m.path / "tree"), sorted((src / "tree").iterdir()))  # one cp per folder
     stats = m.unmount()  # writeback=sync: every close returned after its upload
-    wrote = injected(proxy, fault)
+    wrote = proxy.count(fault)
     assert wrote > 0, f"no {fault} fault injected while writing ({proxy.requests()} requests)"
     if fault != "delay":  # latency below io_timeout needs no retry
         assert stats["s3.retries"] > 0, stats
@@ -122,19 +119,25 @@ def test_chaos_write_and_read_back_byte_exact(mount, s3, bucket, proxy, tmp_path
 
     # back through a fresh mount, empty cache, faults still on
     m2 = mount(bucket, **opts)
-    assert len(os.listdir(m2.path / "tree")) == 10
+    assert sorted(os.listdir(m2.path)) == ["big", "tree"]
+    for i in range(10):
+        want = sorted(k.rsplit("/", 1)[1] for k in files if k.startswith(f"tree/d{i}/"))
+        assert sorted(os.listdir(m2.path / "tree" / f"d{i}")) == want
     assert file_sha(m2.path / "big") == sha(big)
     back = dict(zip(files, parallel(lambda k: sha(read_file(m2.path / k)), files)))
     for key, data in files.items():
         assert back[key] == sha(data), f"{key!r} read back differs"
     stats = m2.unmount()
-    read = injected(proxy, fault) - wrote
+    read = proxy.count(fault) - wrote
     assert read > 0, f"no {fault} fault injected while reading back"
     if fault != "delay":
         assert stats["s3.retries"] > 0, stats
     took = time.monotonic() - t0
     print(f"\nchaos {fault}: {proxy.requests()} requests, {wrote}+{read} faults, {took:.1f}s")
-    s3.delete_object(Bucket=bucket, Key="big")  # 200 MiB per case: keep the session's disk small
+    # pytest keeps the tmp dirs of recent runs: not 1 GiB of them per case
+    for d in (m.cache_dir, m2.cache_dir):
+        shutil.rmtree(d)
+    os.unlink(src / "big")
 
 
 # ---- lost answers: the server did the work, the client never heard -------------
