@@ -9,9 +9,10 @@ directions.
 
 Dark: with the server unreachable (a blackhole, or refused connections),
 cached files still read, uncached reads and writeback=sync writes fail with
-EIO within the configured timeout, ls/stat/df answer at once, a file written
-with writeback=async is staged and uploaded once the server is back, without
-a remount, and reads work again.
+EIO within the configured timeout (the failed sync write stays staged and
+readable), ls/stat/df answer at once; once the server is back, without a
+remount, reads work again and both the failed sync write and a file written
+with writeback=async in the dark are uploaded.
 """
 
 import concurrent.futures
@@ -227,7 +228,11 @@ def test_dark_server(mount, s3, bucket, proxy, how):
 
     for _ in range(2):
         expect_eio(read_uncached, "uncached read")
-    expect_eio(lambda: write_new(m.path / "d" / "new", b"n" * 100_000), "writeback=sync write")
+    new = rand_bytes(100_000, "dark-new")
+    expect_eio(lambda: write_new(m.path / "d" / "new", new), "writeback=sync write")
+    # the failed upload stays staged and readable
+    got, took = timed(lambda: read_file(m.path / "d" / "new"))
+    assert got == new and took < QUICK
     if how == "blackhole":
         assert proxy.stalled > 0, "no request reached the dark proxy"
     else:
@@ -235,6 +240,8 @@ def test_dark_server(mount, s3, bucket, proxy, how):
 
     proxy.go_light()
     assert sha(read_file(m.path / "d" / "uncached")) == sha(uncached)
+    # the write that failed in the dark is uploaded in the background
+    wait_for(lambda: s3_body(s3, bucket, "d/new") == new, 30, "the failed sync write in the bucket")
     data = rand_bytes(200_000, "dark-after")
     write_new(m.path / "d" / "after", data)
     assert s3_body(s3, bucket, "d/after") == data
