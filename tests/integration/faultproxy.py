@@ -32,6 +32,8 @@ Dark mode makes the server unreachable until go_light():
     proxy.go_dark("refused")    # the listener is closed (connections refused)
                                 # and open client connections are reset
     proxy.go_light()            # everything forwards again, same port
+    proxy.go_dark_after(2 << 20)  # dark once 2 MiB more of answer bodies
+                                  # went through: a transfer stalls mid-body
 
 proxy.stalled counts the requests that waited in the dark.
 
@@ -177,6 +179,7 @@ class FaultProxy:
         self._rates = []
         self.stalled = 0
         self._refused = False
+        self._dark_after = None  # (body bytes left, how), under _lock
         self._light = threading.Event()
         self._light.set()
         self._lock = threading.Lock()
@@ -277,6 +280,24 @@ class FaultProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def go_dark_after(self, nbytes, how="blackhole"):
+        """Goes dark (as go_dark(how)) once nbytes more bytes of answer
+        bodies have been relayed: the transfer that crosses it stalls."""
+        if how not in ("blackhole", "refused"):
+            raise ValueError(f"unknown dark mode {how!r}")
+        with self._lock:
+            self._dark_after = (nbytes, how)
+
+    def _relayed(self, n):
+        with self._lock:
+            if self._dark_after is None:
+                return
+            left, how = self._dark_after
+            left -= n
+            self._dark_after = (left, how) if left > 0 else None
+        if left <= 0:
+            self.go_dark(how)
 
     def go_light(self):
         """Everything forwards again (a closed listener is reopened on the
@@ -455,6 +476,7 @@ class FaultProxy:
                     self._wait_light()
                     client.sendall(chunk)
                     left -= len(chunk)
+                    self._relayed(len(chunk))
             return (_header(headers, "connection") or "").lower() != "close"
         finally:
             ufile.close()

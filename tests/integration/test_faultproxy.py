@@ -334,3 +334,30 @@ def test_dark_refused_then_light_on_same_port(proxy, public_obj):
     proxy.go_light()
     assert proxy.port == port
     assert raw_get(port, f"/{bucket}/obj")[2] == data
+
+
+def test_dark_after_stalls_mid_body(proxy, s3, bucket):
+    big = os.urandom(8 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="big", Body=big)
+    proxy.go_dark_after(3 * 1024 * 1024)
+    assert not proxy.dark
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(f"GET /{bucket}/big HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\n\r\n".encode())
+    got = b""
+    sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        while True:
+            chunk = sock.recv(1 << 16)
+            assert chunk, "the body ended"
+            got += chunk
+    assert proxy.dark
+    _, _, body = got.partition(b"\r\n\r\n")
+    assert 3 * 1024 * 1024 <= len(body) < len(big)
+    proxy.go_light()
+    sock.settimeout(10)
+    while len(body) < len(big):
+        chunk = sock.recv(1 << 20)
+        assert chunk
+        body += chunk
+    sock.close()
+    assert body == big

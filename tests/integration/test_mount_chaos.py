@@ -169,9 +169,9 @@ def test_lost_answer_is_retried_without_error(mount, s3, bucket, proxy, fault, w
 # ---- dark -----------------------------------------------------------------------
 
 def dark_mount(mount, bucket, proxy, **opts):
-    return mount(bucket, endpoint=proxy.endpoint, timeout=f"{TIMEOUT}s", connect_timeout="1s",
-                 io_timeout="2s", meta_ttl="1h", negative_ttl="1h", chunk_size="1M",
-                 expect_errors=True, **opts)
+    base = dict(endpoint=proxy.endpoint, timeout=f"{TIMEOUT}s", connect_timeout="1s", io_timeout="2s",
+                meta_ttl="1h", negative_ttl="1h", chunk_size="1M", expect_errors=True)
+    return mount(bucket, **{**base, **opts})
 
 
 def timed(fn):
@@ -263,4 +263,21 @@ def test_dark_async_write_uploads_when_light(mount, s3, bucket, proxy):
     proxy.go_light()
     # the retry (2 s after the first failure) sends it, no remount
     wait_for(lambda: s3_body(s3, bucket, "a/f") == data, 30, "the staged file in the bucket")
+    m.unmount()
+
+
+def test_dark_mid_transfer_fails_then_reads_byte_exact(mount, s3, bucket, proxy):
+    """The server goes dark while a chunk's body is coming in: the stalled
+    transfer is given up (io_timeout), its retry finds no server, the read
+    fails with EIO within the timeout, and no partial chunk is kept: once
+    the server is back every byte reads right."""
+    data = rand_bytes(8 * MiB, "dark-mid")
+    s3.put_object(Bucket=bucket, Key="m/f", Body=data)
+    m = dark_mount(mount, bucket, proxy, chunk_size="8M", readahead="0")
+    assert os.stat(m.path / "m" / "f").st_size == len(data)
+    proxy.go_dark_after(2 * MiB)
+    expect_eio(lambda: read_file(m.path / "m" / "f"), "read of a chunk cut off mid-body")
+    assert proxy.dark and proxy.stalled > 0
+    proxy.go_light()
+    assert sha(read_file(m.path / "m" / "f")) == sha(data)
     m.unmount()
