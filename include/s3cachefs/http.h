@@ -76,7 +76,9 @@ void http_close(struct http *h);
  *   -ECONNREFUSED  nothing listens there
  *   -EHOSTUNREACH  name does not resolve or host unreachable
  *   -ETIMEDOUT     connect or I/O timeout
- *   -ECONNRESET    connection reset or closed mid-response
+ *   -ECONNRESET    connection reset or closed mid-response (also when a
+ *                  kept-alive connection died under a request whose body
+ *                  curl cannot rewind: the caller's retry resends it)
  *   -EPIPE         body shorter than its Content-Length
  *   -EPROTO        TLS or HTTP protocol failure
  *   -EACCES        TLS certificate not trusted

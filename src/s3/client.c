@@ -1599,6 +1599,9 @@ int s3_mpu_complete(struct s3 *s, const char *key, const char *upload_id,
 	r.body = &body;
 	r.want_xml = true;
 	r.xml_kind = S3_XML_COMPLETE_MPU;
+	/* NoSuchUpload is what a retry whose first attempt's answer was lost
+	 * sees: logged below only when the object says it was not that */
+	r.quiet_enoent = true;
 	rc = s3_do(s, &r);
 	if (rc == 0) {
 		rc = take_string(&r, &etag);
@@ -1620,6 +1623,10 @@ int s3_mpu_complete(struct s3 *s, const char *key, const char *upload_id,
 			etag = info.etag;
 			info.etag = NULL;
 			rc = 0;
+		} else if (rc == -ENOENT) {
+			log_error("complete multipart '%s': the upload does "
+				  "not exist (NoSuchUpload)",
+				  key);
 		}
 	}
 	if (rc == 0 && etag_out) {

@@ -266,6 +266,10 @@ static int curl_to_errno(CURLcode c)
 	case CURLE_PARTIAL_FILE:
 		return -EPIPE;
 	case CURLE_GOT_NOTHING:
+	/* a kept-alive connection died under a request with a body: curl
+	 * would resend it on a fresh one but cannot rewind our body source;
+	 * the retry of the whole request re-reads it */
+	case CURLE_SEND_FAIL_REWIND:
 	case CURLE_SEND_ERROR:
 	case CURLE_RECV_ERROR:
 	case CURLE_HTTP2:
@@ -383,8 +387,11 @@ int http_perform(struct http *h, const struct http_request *req, long *status)
 		goto out;
 	}
 	rc = curl_to_errno(cc);
-	if (rc < 0)
+	if (rc < 0) {
+		log_debug("http: %s failed: %s (curl %d)", req->method,
+			  curl_easy_strerror(cc), (int)cc);
 		goto out;
+	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
 	*status = code;
 out:

@@ -15,11 +15,34 @@ The first rule that matches a request and has count left (None: unlimited)
 is used up by one. proxy.injected counts the faults injected by name, and
 proxy.log lists (method, target, fault-or-None) for every request seen.
 
+Rates give each request the fault with a probability, drawn from a seeded
+random.Random (one per rate; the same request sequence gets the same faults):
+
+    proxy.set_rate("503", 0.10, seed=1)              # also "500", "reset", "short"
+    proxy.set_rate("delay", 0.10, seed=1, seconds=(0.05, 0.3))  # uniform latency
+
+Count rules are looked at first, then the rates in the order they were set.
+When an answer has no body (a PUT, a HEAD), "reset" and "short" send none of
+it: the server did the work, the client never learns it.
+
+Dark mode makes the server unreachable until go_light():
+
+    proxy.go_dark()             # blackhole: connections are accepted, nothing
+                                # is answered, transfers in flight stall
+    proxy.go_dark("refused")    # the listener is closed (connections refused)
+                                # and open client connections are reset
+    proxy.go_light()            # everything forwards again, same port
+    proxy.go_dark_after(2 << 20)  # dark once 2 MiB more of answer bodies
+                                  # went through: a transfer stalls mid-body
+
+proxy.stalled counts the requests that waited in the dark.
+
 SilentServer accepts TCP connections and never answers, and closed_port()
 names a loopback port with nothing listening: endpoints for timeout tests.
 """
 
 import collections
+import random
 import socket
 import struct
 import threading
@@ -124,6 +147,27 @@ class _Rule:
         return not self.path or self.path in target
 
 
+class _Rate:
+    def __init__(self, fault, fraction, seed, method, path, seconds):
+        self.fault = fault
+        self.fraction = fraction
+        self.rng = random.Random(seed)
+        self.method = method
+        self.path = path
+        self.seconds = seconds  # (low, high) for "delay"
+
+    def draw(self, method, target):
+        """A _Rule to apply to this request, or None. Called under the lock."""
+        if self.method and self.method.upper() != method:
+            return None
+        if self.path and self.path not in target:
+            return None
+        if self.rng.random() >= self.fraction:
+            return None
+        seconds = self.rng.uniform(*self.seconds) if self.fault == "delay" else None
+        return _Rule(self.fault, None, None, None, seconds)
+
+
 class FaultProxy:
     def __init__(self, upstream_host, upstream_port, host="127.0.0.1"):
         self.upstream = (upstream_host, upstream_port)
@@ -132,6 +176,12 @@ class FaultProxy:
         self.injected = collections.Counter()
         self.log = []
         self._rules = []
+        self._rates = []
+        self.stalled = 0
+        self._refused = False
+        self._dark_after = None  # (body bytes left, how), under _lock
+        self._light = threading.Event()
+        self._light.set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._listener = None
@@ -153,32 +203,137 @@ class FaultProxy:
         with self._lock:
             self._rules.append(_Rule(fault, count, method, path, seconds))
 
+    def set_rate(self, fault, fraction, seed=0, method=None, path=None, seconds=(0.05, 0.3)):
+        """Each matching request independently gets fault with probability
+        fraction (0..1), from random.Random(seed). fault: '503', '500',
+        'reset', 'short' or 'delay' (uniform in seconds=(low, high))."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction {fraction!r} is not within 0..1")
+        low, high = seconds
+        if not 0 <= low <= high:
+            raise ValueError(f"bad delay range {seconds!r}")
+        with self._lock:
+            self._rates.append(_Rate(fault, fraction, seed, method, path, (low, high)))
+
     def clear(self):
+        """Drops every rule and rate (dark mode is left as it is)."""
         with self._lock:
             self._rules.clear()
+            self._rates.clear()
+
+    def count(self, fault):
+        """How many times fault has been injected so far."""
+        with self._lock:
+            return self.injected[fault]
+
+    def requests(self):
+        """How many requests the proxy has seen."""
+        with self._lock:
+            return len(self.log)
 
     def _match(self, method, target):
         with self._lock:
+            found = None
             for rule in self._rules:
                 if rule.matches(method, target):
                     if rule.remaining is not None:
                         rule.remaining -= 1
-                    self.injected[rule.fault] += 1
-                    self.log.append((method, target, rule.fault))
-                    return rule
-            self.log.append((method, target, None))
-            return None
+                    found = rule
+                    break
+            for rate in self._rates if found is None else ():
+                found = rate.draw(method, target)
+                if found:
+                    break
+            if found:
+                self.injected[found.fault] += 1
+            self.log.append((method, target, found.fault if found else None))
+            return found
+
+    # -- dark mode ----------------------------------------------------------
+    @property
+    def dark(self):
+        return not self._light.is_set()
+
+    def go_dark(self, how="blackhole"):
+        """Makes the server unreachable: 'blackhole' (accepted, never
+        answered; transfers in flight stall) or 'refused' (listener closed,
+        open client connections reset)."""
+        if how not in ("blackhole", "refused"):
+            raise ValueError(f"unknown dark mode {how!r}")
+        self._refused = how == "refused"
+        self._light.clear()
+        if how == "refused":
+            with self._lock:
+                listener, self._listener = self._listener, None
+                socks = list(self._socks)
+            if listener:
+                try:
+                    listener.shutdown(socket.SHUT_RDWR)  # stops listening now
+                except OSError:
+                    pass
+                listener.close()
+            for s in socks:
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def go_dark_after(self, nbytes, how="blackhole"):
+        """Goes dark (as go_dark(how)) once nbytes more bytes of answer
+        bodies have been relayed: the transfer that crosses it stalls."""
+        if how not in ("blackhole", "refused"):
+            raise ValueError(f"unknown dark mode {how!r}")
+        with self._lock:
+            self._dark_after = (nbytes, how)
+
+    def _relayed(self, n):
+        with self._lock:
+            if self._dark_after is None:
+                return
+            left, how = self._dark_after
+            left -= n
+            self._dark_after = (left, how) if left > 0 else None
+        if left <= 0:
+            self.go_dark(how)
+
+    def go_light(self):
+        """Everything forwards again (a closed listener is reopened on the
+        same port)."""
+        self._refused = False
+        if self._listener is None:
+            self._listen(self.port)
+            self._spawn(self._accept_loop, self._listener)
+        self._light.set()
+
+    def _wait_light(self):
+        """Stalls while dark; raises _Closed when the proxy stops."""
+        if self._light.is_set():
+            return
+        if self._refused:
+            raise _Closed("refused while dark")
+        with self._lock:
+            self.stalled += 1
+        while not self._light.wait(0.05):
+            if self._stop.is_set():
+                raise _Closed("proxy stopped while dark")
 
     # -- life cycle ---------------------------------------------------------
     def start(self):
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((self.host, 0))
-        self._listener.listen(64)
-        self._listener.settimeout(0.1)
-        self.port = self._listener.getsockname()[1]
-        self._spawn(self._accept_loop)
+        self._listen(0)
+        self._spawn(self._accept_loop, self._listener)
         return self
+
+    def _listen(self, port):
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, port))
+        listener.listen(64)
+        listener.settimeout(0.1)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
 
     def stop(self):
         self._stop.set()
@@ -191,8 +346,10 @@ class FaultProxy:
                 pass
         for t in list(self._threads):
             t.join(timeout=5)
-        if self._listener:
-            self._listener.close()
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener:
+            listener.close()
         for s in socks:
             s.close()
         alive = [t for t in self._threads if t.is_alive()]
@@ -213,15 +370,16 @@ class FaultProxy:
             self._socks.discard(s)
         s.close()
 
-    def _accept_loop(self):
+    def _accept_loop(self, listener):
         while not self._stop.is_set():
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except socket.timeout:
                 continue
             except OSError:
                 return
             client.settimeout(None)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # head and body go apart
             self._spawn(self._serve, self._track(client))
 
     # -- one client connection ----------------------------------------------
@@ -232,11 +390,13 @@ class FaultProxy:
                 head = _read_head(rfile)
                 if head is None:
                     return
+                self._wait_light()
                 (method, target, version), headers = _parse_head(head)
                 rule = self._match(method, target)
                 if (_header(headers, "expect") or "").lower() == "100-continue":
                     client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = _read_body(rfile, headers)
+                self._wait_light()
                 close = (_header(headers, "connection") or "").lower() == "close" or version == "HTTP/1.0"
                 fault = rule.fault if rule else None
                 if fault in _ERRORS:
@@ -274,6 +434,7 @@ class FaultProxy:
     def _forward(self, client, rfile, method, request, fault):
         """Relays one exchange; False when the client connection is done."""
         up = self._track(socket.create_connection(self.upstream, timeout=60))
+        up.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ufile = up.makefile("rb")
         try:
             up.sendall(request)
@@ -292,9 +453,12 @@ class FaultProxy:
                 length = int(_header(headers, "content-length"))
             else:
                 length = None  # chunked or close-delimited: buffered below
+            self._wait_light()
             if fault in ("short", "reset"):
                 body = ufile.read(length) if length is not None else self._rest(ufile, headers)
-                client.sendall(head + body[: len(body) // 2])
+                # no body to cut: send no answer at all
+                if body:
+                    client.sendall(head + body[: len(body) // 2])
                 if fault == "reset":
                     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return False
@@ -309,8 +473,10 @@ class FaultProxy:
                     chunk = ufile.read(min(left, 1 << 16))
                     if not chunk:
                         raise _Closed("upstream closed inside a body")
+                    self._wait_light()
                     client.sendall(chunk)
                     left -= len(chunk)
+                    self._relayed(len(chunk))
             return (_header(headers, "connection") or "").lower() != "close"
         finally:
             ufile.close()
