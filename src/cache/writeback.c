@@ -1668,6 +1668,10 @@ struct load_ctx {
 	/* rows to delete once the scan is over (meta is locked during it) */
 	int64_t *drop;
 	size_t n_drop;
+	/* files loaded by the scan, linked by next, owned here until they
+	 * go into the table once the scan is over: the table's and the
+	 * cache's locks come before meta's, so the scan takes neither */
+	struct wb_file *loaded;
 };
 
 static int drop_later(struct load_ctx *lc, int64_t id)
@@ -1859,11 +1863,8 @@ static int on_staged(void *ctx, const struct meta_staged *s)
 	f->size = seal_size(f->sf);
 	f->gen = 1; /* pending: changes the bucket may not have */
 	f->reserved = bits_count(f) * w->conf.chunk_size;
-	cache_reserve_force(w->cache, f->reserved);
-	pthread_mutex_lock(&w->lock);
-	table_add_locked(w, f);
-	pthread_mutex_unlock(&w->lock);
-	STAT_ADD(w, resumed, 1);
+	f->next = lc->loaded;
+	lc->loaded = f;
 	log_info("writeback: '%s' (%llu bytes) was not uploaded yet: "
 		 "uploading it",
 		 s->key, (unsigned long long)f->size);
@@ -1959,6 +1960,18 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 	rc = meta_staged_scan(m, check_staged, &lc);
 	if (rc == 0)
 		rc = meta_staged_scan(m, on_staged, &lc);
+	/* into the table even after a failure: wb_close frees them */
+	while (lc.loaded) {
+		struct wb_file *f = lc.loaded;
+
+		lc.loaded = f->next;
+		f->next = NULL;
+		cache_reserve_force(c, f->reserved);
+		pthread_mutex_lock(&w->lock);
+		table_add_locked(w, f);
+		pthread_mutex_unlock(&w->lock);
+		STAT_ADD(w, resumed, 1);
+	}
 	while (lc.n_drop)
 		meta_staged_delete(m, lc.drop[--lc.n_drop]);
 	free(lc.drop);
