@@ -297,8 +297,8 @@ static struct wb_file *table_find_locked(struct wb *w, const char *key)
 }
 
 /*
- * Make sure @f has a row and a staging file (f->io held for writing or
- * f->lock-only callers that hold io).  Under f->lock.
+ * Make sure @f has a row and a staging file.  Under f->lock, and when
+ * f->row.id is 0 also f->io held for writing: it replaces f->sf.
  */
 static int ensure_stored_locked(struct wb *w, struct wb_file *f)
 {
@@ -665,7 +665,17 @@ int wb_truncate(struct wb *w, struct wb_file *f, uint64_t size)
 void wb_set_attrs(struct wb *w, struct wb_file *f, const struct wb_attrs *a,
 		  unsigned mask)
 {
+	bool io = false;
+
 	pthread_mutex_lock(&f->lock);
+	if (f->row.id <= 0) {
+		/* the row and staging file are made below, and readers use
+		 * f->sf under f->io only: hold it (it comes before f->lock) */
+		pthread_mutex_unlock(&f->lock);
+		pthread_rwlock_wrlock(&f->io);
+		io = true;
+		pthread_mutex_lock(&f->lock);
+	}
 	if (mask & WB_SET_MODE)
 		f->row.mode = a->mode;
 	if (mask & WB_SET_UID)
@@ -680,6 +690,8 @@ void wb_set_attrs(struct wb *w, struct wb_file *f, const struct wb_attrs *a,
 	if (ensure_stored_locked(w, f) == 0)
 		save_locked(w, f);
 	pthread_mutex_unlock(&f->lock);
+	if (io)
+		pthread_rwlock_unlock(&f->io);
 }
 
 void wb_stat(struct wb *w, struct wb_file *f, struct wb_stat *out)
