@@ -2490,7 +2490,7 @@ static void start_own(struct vfs *v, struct vfs_file *f, uint64_t index)
 static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		       uint64_t end)
 {
-	uint64_t cs = v->conf.chunk_size, first, last, i;
+	uint64_t cs = v->conf.chunk_size, first, last, i, window;
 	uint64_t n = chunk_count_of(f->size, cs);
 	bool footer;
 
@@ -2529,13 +2529,15 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		last = chunk_count_of(f->size, cs) - 1;
 	if (f->window && first <= last)
 		f->ra_next = last + 1;
+	/* another read of this handle may change it once unlocked */
+	window = f->window;
 	pthread_mutex_unlock(&f->lock);
 	if (footer)
 		start_own(v, f, chunk_index_of(off, cs));
-	for (i = first; f->window && i <= last && f->size; i++)
+	for (i = first; window && i <= last && f->size; i++)
 		prefetch(v, f, i);
 	if (f->size)
-		fetch_whole(v, f, !f->window);
+		fetch_whole(v, f, !window);
 	if (off == 0 && f->size && f->size <= SPEC_SMALL_MAX)
 		speculate(v, f);
 }
