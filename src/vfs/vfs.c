@@ -3415,7 +3415,7 @@ int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
 	};
 	struct wb_file *wf = NULL;
 	struct xattrs x;
-	bool is_dir = false;
+	bool is_dir = false, own;
 	char *path = NULL, *key = NULL;
 	struct node *n;
 	int rc;
@@ -3453,12 +3453,10 @@ int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
 		}
 		goto out;
 	}
-	if (f && f->wb) {
-		wf = f->wb;
-		f->wb = NULL; /* borrowed back below */
-	} else {
-		wf = wb_find(v->wb, key);
-	}
+	/* the handle's staged file is used in place, never taken from it:
+	 * the handle's reads and writes run at the same time */
+	own = !(f && f->wb);
+	wf = own ? wb_find(v->wb, key) : f->wb;
 	if (!wf && (mask & VFS_SET_SIZE))
 		rc = stage_existing(v, ino, key, size == 0, &wf);
 	if (rc == 0 && wf) {
@@ -3466,15 +3464,13 @@ int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
 			rc = wb_truncate(v->wb, wf, size);
 		if (rc == 0 && (mask & ~VFS_SET_SIZE))
 			wb_set_attrs(v->wb, wf, &sa.a, mask & ~VFS_SET_SIZE);
-		/* no close will follow a change by path: send it now */
-		if (rc == 0 && !f)
+		/* no close of this handle will send the change: send it now */
+		if (rc == 0 && own)
 			rc = wb_flush(v->wb, wf);
 	} else if (rc == 0) {
 		rc = copy_attrs(v, ino, key, false, &sa, &x);
 	}
-	if (f && !f->wb)
-		f->wb = wf;
-	else if (wf)
+	if (own && wf)
 		wb_put(v->wb, wf);
 out:
 	free(path);
