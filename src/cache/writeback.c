@@ -297,8 +297,8 @@ static struct wb_file *table_find_locked(struct wb *w, const char *key)
 }
 
 /*
- * Make sure @f has a row and a staging file (f->io held for writing or
- * f->lock-only callers that hold io).  Under f->lock.
+ * Make sure @f has a row and a staging file.  Under f->lock, and when
+ * f->row.id is 0 also f->io held for writing: it replaces f->sf.
  */
 static int ensure_stored_locked(struct wb *w, struct wb_file *f)
 {
@@ -665,7 +665,17 @@ int wb_truncate(struct wb *w, struct wb_file *f, uint64_t size)
 void wb_set_attrs(struct wb *w, struct wb_file *f, const struct wb_attrs *a,
 		  unsigned mask)
 {
+	bool io = false;
+
 	pthread_mutex_lock(&f->lock);
+	if (f->row.id <= 0) {
+		/* the row and staging file are made below, and readers use
+		 * f->sf under f->io only: hold it (it comes before f->lock) */
+		pthread_mutex_unlock(&f->lock);
+		pthread_rwlock_wrlock(&f->io);
+		io = true;
+		pthread_mutex_lock(&f->lock);
+	}
 	if (mask & WB_SET_MODE)
 		f->row.mode = a->mode;
 	if (mask & WB_SET_UID)
@@ -680,6 +690,8 @@ void wb_set_attrs(struct wb *w, struct wb_file *f, const struct wb_attrs *a,
 	if (ensure_stored_locked(w, f) == 0)
 		save_locked(w, f);
 	pthread_mutex_unlock(&f->lock);
+	if (io)
+		pthread_rwlock_unlock(&f->io);
 }
 
 void wb_stat(struct wb *w, struct wb_file *f, struct wb_stat *out)
@@ -1668,6 +1680,10 @@ struct load_ctx {
 	/* rows to delete once the scan is over (meta is locked during it) */
 	int64_t *drop;
 	size_t n_drop;
+	/* files loaded by the scan, linked by next, owned here until they
+	 * go into the table once the scan is over: the table's and the
+	 * cache's locks come before meta's, so the scan takes neither */
+	struct wb_file *loaded;
 };
 
 static int drop_later(struct load_ctx *lc, int64_t id)
@@ -1859,11 +1875,8 @@ static int on_staged(void *ctx, const struct meta_staged *s)
 	f->size = seal_size(f->sf);
 	f->gen = 1; /* pending: changes the bucket may not have */
 	f->reserved = bits_count(f) * w->conf.chunk_size;
-	cache_reserve_force(w->cache, f->reserved);
-	pthread_mutex_lock(&w->lock);
-	table_add_locked(w, f);
-	pthread_mutex_unlock(&w->lock);
-	STAT_ADD(w, resumed, 1);
+	f->next = lc->loaded;
+	lc->loaded = f;
 	log_info("writeback: '%s' (%llu bytes) was not uploaded yet: "
 		 "uploading it",
 		 s->key, (unsigned long long)f->size);
@@ -1959,6 +1972,18 @@ int wb_open(const struct wb_conf *conf, struct s3 *s, struct meta *m,
 	rc = meta_staged_scan(m, check_staged, &lc);
 	if (rc == 0)
 		rc = meta_staged_scan(m, on_staged, &lc);
+	/* into the table even after a failure: wb_close frees them */
+	while (lc.loaded) {
+		struct wb_file *f = lc.loaded;
+
+		lc.loaded = f->next;
+		f->next = NULL;
+		cache_reserve_force(c, f->reserved);
+		pthread_mutex_lock(&w->lock);
+		table_add_locked(w, f);
+		pthread_mutex_unlock(&w->lock);
+		STAT_ADD(w, resumed, 1);
+	}
 	while (lc.n_drop)
 		meta_staged_delete(m, lc.drop[--lc.n_drop]);
 	free(lc.drop);

@@ -2566,7 +2566,7 @@ static void start_own(struct vfs *v, struct vfs_file *f, uint64_t index)
 static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		       uint64_t end)
 {
-	uint64_t cs = v->conf.chunk_size, first, last, i;
+	uint64_t cs = v->conf.chunk_size, first, last, i, window;
 	uint64_t n = chunk_count_of(f->size, cs);
 	bool footer;
 
@@ -2605,13 +2605,15 @@ static void read_ahead(struct vfs *v, struct vfs_file *f, uint64_t off,
 		last = chunk_count_of(f->size, cs) - 1;
 	if (f->window && first <= last)
 		f->ra_next = last + 1;
+	/* another read of this handle may change it once unlocked */
+	window = f->window;
 	pthread_mutex_unlock(&f->lock);
 	if (footer)
 		start_own(v, f, chunk_index_of(off, cs));
-	for (i = first; f->window && i <= last && f->size; i++)
+	for (i = first; window && i <= last && f->size; i++)
 		prefetch(v, f, i);
 	if (f->size)
-		fetch_whole(v, f, !f->window);
+		fetch_whole(v, f, !window);
 	if (off == 0 && f->size && f->size <= SPEC_SMALL_MAX)
 		speculate(v, f);
 }
@@ -3492,7 +3494,7 @@ int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
 	};
 	struct wb_file *wf = NULL;
 	struct xattrs x;
-	bool is_dir = false;
+	bool is_dir = false, own;
 	char *path = NULL, *key = NULL;
 	struct node *n;
 	int rc;
@@ -3530,12 +3532,10 @@ int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
 		}
 		goto out;
 	}
-	if (f && f->wb) {
-		wf = f->wb;
-		f->wb = NULL; /* borrowed back below */
-	} else {
-		wf = wb_find(v->wb, key);
-	}
+	/* the handle's staged file is used in place, never taken from it:
+	 * the handle's reads and writes run at the same time */
+	own = !(f && f->wb);
+	wf = own ? wb_find(v->wb, key) : f->wb;
 	if (!wf && (mask & VFS_SET_SIZE))
 		rc = stage_existing(v, ino, key, size == 0, &wf);
 	if (rc == 0 && wf) {
@@ -3543,15 +3543,13 @@ int vfs_setattr(struct vfs *v, uint64_t ino, struct vfs_file *f, unsigned mask,
 			rc = wb_truncate(v->wb, wf, size);
 		if (rc == 0 && (mask & ~VFS_SET_SIZE))
 			wb_set_attrs(v->wb, wf, &sa.a, mask & ~VFS_SET_SIZE);
-		/* no close will follow a change by path: send it now */
-		if (rc == 0 && !f)
+		/* no close of this handle will send the change: send it now */
+		if (rc == 0 && own)
 			rc = wb_flush(v->wb, wf);
 	} else if (rc == 0) {
 		rc = copy_attrs(v, ino, key, false, &sa, &x);
 	}
-	if (f && !f->wb)
-		f->wb = wf;
-	else if (wf)
+	if (own && wf)
 		wb_put(v->wb, wf);
 out:
 	free(path);

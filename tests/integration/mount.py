@@ -38,6 +38,8 @@ from conftest import ACCESS_KEY, SANITIZER_RE, SECRET_KEY, wait_for
 
 MiB = 1024 * 1024
 PROG = "s3cachefs: "
+# sanitizer runtimes' options; log_path= sends their reports to files
+SANITIZER_OPTION_VARS = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS")
 MOUNT_TIMEOUT = 30 if os.environ.get("S3CACHEFS_SANITIZED") == "1" else 20
 EXIT_TIMEOUT = 30
 TEST_DEADLINE = float(os.environ.get("S3CACHEFS_TEST_DEADLINE", "300"))
@@ -253,10 +255,17 @@ class Mount:
         assert not is_mounted(self.path), f"{self.path} is still mounted"
         err_path = self.factory.logdir / f"{self.path.name}.run{len(self.runs) + 1}.stderr"
         self.runs.append(err_path)
+        env = self.env
+        if not self.foreground:
+            # a detached daemon's stderr is /dev/null: its sanitizer
+            # reports go to files ERR_PATH.san.PID, read with its log
+            env = dict(env)
+            for var in SANITIZER_OPTION_VARS:
+                env[var] = ":".join(filter(None, [env.get(var), f"log_path={err_path}.san"]))
         with open(err_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.argv(), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                env=self.env, start_new_session=True,
+                env=env, start_new_session=True,
             )
         if not self.foreground:
             try:
@@ -383,9 +392,15 @@ class Mount:
 
     # -- logs --
     def stderr_text(self, run=-1):
+        """The run's stderr, then the sanitizer reports a detached
+        daemon wrote to files."""
         if not self.runs:
             return ""
-        return self.runs[run].read_text(encoding="utf-8", errors="replace")
+        path = self.runs[run]
+        texts = [path.read_text(encoding="utf-8", errors="replace")]
+        for san in sorted(path.parent.glob(f"{path.name}.san.*")):
+            texts.append(san.read_text(encoding="utf-8", errors="replace"))
+        return "".join(texts)
 
     def check_log(self, run=-1):
         self.checked.add(range(len(self.runs))[run])  # teardown need not report it again

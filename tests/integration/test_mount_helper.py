@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ACCESS_KEY, BUILD_DIR, DAEMON, REPO_ROOT, SECRET_KEY, need, wait_for
-from mount import fusermount, is_mounted, pids_with_arg, rand_bytes, read_file
+from conftest import ACCESS_KEY, BUILD_DIR, DAEMON, REPO_ROOT, SANITIZER_RE, SECRET_KEY, need, wait_for
+from mount import SANITIZER_OPTION_VARS, fusermount, is_mounted, pids_with_arg, rand_bytes, read_file
 
 HELPER = BUILD_DIR / "mount-helpers" / "mount.s3cachefs"
 UNIT = BUILD_DIR / "mount-helpers" / "s3cachefs@.service"
@@ -68,6 +68,10 @@ class Mounts:
     def env(self, extra=None):
         e = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3CACHEFS_"))}
         e.update(HOME=str(self.home), AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        # the daemons detach (stderr /dev/null): sanitizer reports go to
+        # files, which cleanup() reads
+        for var in SANITIZER_OPTION_VARS:
+            e[var] = ":".join(filter(None, [e.get(var), f"log_path={self.tmp_path}/sanitizer"]))
         e.update(extra or {})
         return e
 
@@ -113,6 +117,10 @@ class Mounts:
                 fusermount(mp, lazy=True)
         if not any(is_mounted(mp) for mp in self.points):
             shutil.rmtree(self.root, ignore_errors=True)
+        for report in sorted(self.tmp_path.glob("sanitizer.*")):
+            bad = [ln for ln in report.read_text(errors="replace").splitlines() if SANITIZER_RE.search(ln)]
+            if bad:
+                problems.append(f"{report.name}: sanitizer report: {bad[:10]}")
         return problems
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import wait_for
 from faultproxy import FaultProxy
-from mount import MiB, list_requests, object_requests, put_many, rand_bytes, read_file, sha
+from mount import MiB, chunk_files, list_requests, object_requests, put_many, rand_bytes, read_file, sha
 
 
 class RangeProxy(FaultProxy):
@@ -111,6 +111,9 @@ def test_sequential_read_fetches_parts_covering_each_byte_once(mount, s3, bucket
     s3.put_object(Bucket=bucket, Key="big", Body=data)
     m = mount(bucket, endpoint=range_proxy.endpoint, chunk_size="4M")
     assert sha(read_file(m.path / "big")) == sha(data)
+    # a reader is answered before the writer thread stores its chunk, and
+    # the stats line is written before the writer's queue is drained
+    wait_for(lambda: len(chunk_files(m.cache_dir)) == 3, 10, "3 chunks cached")
     st = m.unmount()
     ranges = range_proxy.got("big")
     # chunks fetched ahead of the reader come whole, each byte once
@@ -136,6 +139,7 @@ def test_random_read_gets_its_part_and_the_chunk_completes(mount, s3, bucket, ra
         assert os.pread(f.fileno(), 4096, off) == data[off:off + 4096]
     wait_for(lambda: len(range_proxy.got("r")) == 4, 20, "the chunk's 4 parts")
     assert_tiles(range_proxy.got("r"), size, MiB)
+    wait_for(lambda: len(chunk_files(m.cache_dir)) == 1, 10, "the chunk cached")
     # now a hit: no more GETs
     with open(m.path / "r", "rb") as f:
         assert sha(f.read()) == sha(data)
