@@ -2003,13 +2003,18 @@ static uint64_t all_parts(const struct inflight *fl)
 	return fl->n_parts == 64 ? UINT64_MAX : (1ull << fl->n_parts) - 1;
 }
 
-/* The inflight fetch of chunk @name, or NULL.  Under v->lock. */
+/*
+ * The inflight fetch of chunk @name to join, or NULL.  A fetch that has
+ * failed is not joined, though it stays on the list until its last part
+ * running returns: whoever comes after the failure asks S3 again (the
+ * server may be back) instead of getting that old error.  Under v->lock.
+ */
 static struct inflight *inflight_find(struct vfs *v, const char *name)
 {
 	struct inflight *fl;
 
 	for (fl = v->inflight; fl; fl = fl->next)
-		if (strcmp(fl->name, name) == 0)
+		if (!fl->rc && strcmp(fl->name, name) == 0)
 			return fl;
 	return NULL;
 }
