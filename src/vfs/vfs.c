@@ -520,10 +520,11 @@ static struct node *node_get(struct vfs *v, struct node *parent,
 				while (*p != n)
 					p = &(*p)->next_name;
 				*p = n->next_name;
-				n->next_name = NULL;
 				n->parent = 0; /* never matches a name again */
-				v->by_name[hash_name(0, n->name) &
-					   (v->n_buckets - 1)] = n;
+				p = &v->by_name[hash_name(0, n->name) &
+						(v->n_buckets - 1)];
+				n->next_name = *p;
+				*p = n;
 			}
 			n = NULL;
 		} else {
@@ -2988,9 +2989,11 @@ static void node_detach_locked(struct vfs *v, struct node *n)
 		p = &(*p)->next_name;
 	if (*p)
 		*p = n->next_name;
-	n->next_name = NULL;
 	n->parent = 0; /* never matches a name again */
-	v->by_name[hash_name(0, n->name) & (v->n_buckets - 1)] = n;
+	/* pushed on its new chain, which keeps the nodes already on it */
+	p = &v->by_name[hash_name(0, n->name) & (v->n_buckets - 1)];
+	n->next_name = *p;
+	*p = n;
 }
 
 /* The path below the prefix of @key, or NULL when it is outside. */
