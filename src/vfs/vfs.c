@@ -143,6 +143,7 @@ struct dirent_snap {
 struct vfs_dir {
 	struct vfs_dir *prev, *next; /* open directories, under v->lock */
 	uint64_t ino;
+	uint64_t names_gen; /* v->names_gen before the snapshot was taken */
 	struct dirent_snap *e;
 	size_t n;
 };
@@ -230,6 +231,9 @@ struct vfs {
 	/* handles the kernel has not released yet, freed by vfs_free */
 	struct vfs_file *files;
 	struct vfs_dir *dirs;
+	/* bumped by every unlink, rmdir and rename, once the metadata says
+	 * the name is gone: a directory snapshot taken before may list it */
+	uint64_t names_gen;
 	uint64_t ring_clock;
 	int64_t offline_until_ms;
 	char *spec_dir, *spec_name; /* the last small file that missed */
@@ -1566,11 +1570,15 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 	struct list_ctx lc = { 0 };
 	struct vfs_dir *d = NULL;
 	char *path = NULL;
+	uint64_t gen;
 	int rc;
 
 	rc = path_of(v, ino, 1, &path);
 	if (rc < 0)
 		return rc;
+	pthread_mutex_lock(&v->lock);
+	gen = v->names_gen;
+	pthread_mutex_unlock(&v->lock);
 	rc = list_dir(v, path, &lc);
 	if (rc < 0)
 		goto out;
@@ -1583,6 +1591,7 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 		goto out;
 	}
 	d->ino = ino;
+	d->names_gen = gen;
 	d->e = lc.e;
 	d->n = lc.n;
 	lc.e = NULL;
@@ -1616,9 +1625,16 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 	int64_t exp = now_ms() + (int64_t)v->conf.meta_ttl_ms;
 	struct node *p, *n;
 	struct vfs_attr a;
+	bool stale;
 	int rc = 0;
 
 	pthread_mutex_lock(&v->lock);
+	/* A name removed since the snapshot must not come back: its entries
+	 * then refresh no attributes and give the kernel no inode (it looks
+	 * each name up), as without plus. */
+	stale = d->names_gen != v->names_gen;
+	if (stale)
+		plus = false;
 	p = node_by_ino(v, d->ino);
 	for (; off < d->n && p; off++) {
 		const struct dirent_snap *e = &d->e[off];
@@ -1629,10 +1645,12 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 			break;
 		}
 		/* the snapshot may be older than what an open learnt */
-		if (!e->is_dir && (!n->etag || n->expires_ms <= now_ms()))
+		if (!stale && !e->is_dir &&
+		    (!n->etag || n->expires_ms <= now_ms()))
 			node_set_attrs(n, e->etag, e->size, e->mtime, exp,
 				       &e->x);
 		fill_attr(v, n, &a);
+		a.name_only = stale;
 		if (fn(ctx, e->name, &a, off + 1) != 0) {
 			if (n->nlookup == 0) {
 				unlink_node(v, n);
@@ -3517,6 +3535,7 @@ int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
 	n = p ? node_by_name(v, p->ino, name) : NULL;
 	if (n && !n->is_dir)
 		node_detach_locked(v, n);
+	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
 	free(key);
@@ -3631,6 +3650,7 @@ int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name)
 	n = p ? node_by_name(v, p->ino, name) : NULL;
 	if (n && n->is_dir)
 		node_detach_locked(v, n);
+	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
 	free(key);
@@ -4033,6 +4053,7 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 		set_str(&n->etag, new_etag);
 		n->expires_ms = now_ms() + (int64_t)v->conf.meta_ttl_ms;
 	}
+	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
 	if (wf)
