@@ -92,8 +92,8 @@ struct vfs_attr {
 	int64_t mtime; /* seconds since the epoch */
 	uint32_t mode; /* st_mode, type bits included */
 	uint32_t uid, gid;
-	/* vfs_readdir: the entry is from a snapshot older than a removal; the
-	 * other fields are not to be trusted, link no inode for it */
+	/* vfs_readdir: the entry may be gone or its attributes the writer's;
+	 * link no inode for it, let the kernel look it up */
 	bool name_only;
 };
 
@@ -177,9 +177,10 @@ typedef int (*vfs_dirent_fn)(void *ctx, const char *name,
 /*
  * Emit entries from offset @off (0 is the first) until @fn returns 1 or the
  * snapshot ends.  With @plus, each entry taken counts as a lookup (as
- * FUSE's readdirplus requires), except those marked name_only: when a name
- * was removed (unlink, rmdir, rename) after the snapshot was taken, no
- * entry of it counts, and none refreshes cached attributes.  0 or -errno.
+ * FUSE's readdirplus requires), except those marked name_only: every entry
+ * of a snapshot taken before a name was removed (unlink, rmdir, rename),
+ * and files being written (their attributes are the writer's).  Such
+ * entries refresh no cached attributes.  0 or -errno.
  */
 int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 		vfs_dirent_fn fn, void *ctx);

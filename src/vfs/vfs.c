@@ -138,12 +138,14 @@ struct dirent_snap {
 	int64_t mtime;
 	char *etag;
 	struct xattrs x;
+	bool staged; /* being written: size is the staged one, not etag's */
 };
 
 struct vfs_dir {
 	struct vfs_dir *prev, *next; /* open directories, under v->lock */
 	uint64_t ino;
 	uint64_t names_gen; /* v->names_gen before the snapshot was taken */
+	char *dir;	    /* its listing prefix, owned */
 	struct dirent_snap *e;
 	size_t n;
 };
@@ -1548,6 +1550,7 @@ static int on_staged_child(void *ctx, const char *key, const struct wb_stat *st)
 			return rc;
 	}
 	e = &lc->e[i];
+	e->staged = true;
 	e->size = st->size;
 	if (st->attrs.mtime)
 		e->mtime = st->attrs.mtime;
@@ -1592,6 +1595,12 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 	}
 	d->ino = ino;
 	d->names_gen = gen;
+	if (!(d->dir = strdup(lc.dir))) {
+		free(d);
+		d = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
 	d->e = lc.e;
 	d->n = lc.n;
 	lc.e = NULL;
@@ -1616,41 +1625,103 @@ void vfs_releasedir(struct vfs *v, struct vfs_dir *d)
 	LIST_UNLINK(v->dirs, d);
 	pthread_mutex_unlock(&v->lock);
 	snap_free(d->e, d->n);
+	free(d->dir);
 	free(d);
+}
+
+/* The names of the files being written in a folder, sorted. */
+struct staged_names {
+	size_t dir_len;
+	char **names;
+	size_t n, cap;
+};
+
+static int on_staged_name(void *ctx, const char *key, const struct wb_stat *st)
+{
+	struct staged_names *sn = ctx;
+	const char *name = key + sn->dir_len;
+	char **grown;
+
+	(void)st;
+	if (strchr(name, '/'))
+		return 0;
+	if (sn->n == sn->cap) {
+		grown = realloc(sn->names,
+				(sn->cap ? sn->cap * 2 : 8) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		sn->names = grown;
+		sn->cap = sn->cap ? sn->cap * 2 : 8;
+	}
+	if (!(sn->names[sn->n] = strdup(name)))
+		return -ENOMEM;
+	sn->n++;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool staged_has(const struct staged_names *sn, const char *name)
+{
+	return sn->n && bsearch(&name, sn->names, sn->n, sizeof(*sn->names),
+				cmp_str) != NULL;
+}
+
+static void staged_names_release(struct staged_names *sn)
+{
+	size_t i;
+
+	for (i = 0; i < sn->n; i++)
+		free(sn->names[i]);
+	free(sn->names);
 }
 
 int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 		vfs_dirent_fn fn, void *ctx)
 {
 	int64_t exp = now_ms() + (int64_t)v->conf.meta_ttl_ms;
+	struct staged_names sn = { .dir_len = strlen(d->dir) };
 	struct node *p, *n;
 	struct vfs_attr a;
-	bool stale;
-	int rc = 0;
+	bool stale, link;
+	int rc;
 
+	/* Files being written now: their node may hold the size of the version
+	 * before, which the kernel must not take for the writer's.  (One that
+	 * starts being written after this is safe: the kernel ignores
+	 * attributes asked for before its own writes.) */
+	rc = wb_each_under(v->wb, d->dir, on_staged_name, &sn);
+	if (rc < 0)
+		goto out;
+	if (sn.n > 1)
+		qsort(sn.names, sn.n, sizeof(*sn.names), cmp_str);
 	pthread_mutex_lock(&v->lock);
 	/* A name removed since the snapshot must not come back: its entries
 	 * then refresh no attributes and give the kernel no inode (it looks
 	 * each name up), as without plus. */
 	stale = d->names_gen != v->names_gen;
-	if (stale)
-		plus = false;
 	p = node_by_ino(v, d->ino);
 	for (; off < d->n && p; off++) {
 		const struct dirent_snap *e = &d->e[off];
+		bool staged = !e->is_dir && staged_has(&sn, e->name);
 
+		link = plus && !stale && !staged;
 		n = node_get(v, p, e->name, e->is_dir);
 		if (!n) {
 			rc = -ENOMEM;
 			break;
 		}
-		/* the snapshot may be older than what an open learnt */
-		if (!stale && !e->is_dir &&
+		/* the snapshot may be older than what an open learnt; the size
+		 * of a staged entry is not its etag's */
+		if (!stale && !staged && !e->staged && !e->is_dir &&
 		    (!n->etag || n->expires_ms <= now_ms()))
 			node_set_attrs(n, e->etag, e->size, e->mtime, exp,
 				       &e->x);
 		fill_attr(v, n, &a);
-		a.name_only = stale;
+		a.name_only = !link;
 		if (fn(ctx, e->name, &a, off + 1) != 0) {
 			if (n->nlookup == 0) {
 				unlink_node(v, n);
@@ -1658,7 +1729,7 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 			}
 			break;
 		}
-		if (plus) {
+		if (link) {
 			n->nlookup++;
 		} else if (n->nlookup == 0) {
 			unlink_node(v, n);
@@ -1666,6 +1737,8 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 		}
 	}
 	pthread_mutex_unlock(&v->lock);
+out:
+	staged_names_release(&sn);
 	return rc;
 }
 
