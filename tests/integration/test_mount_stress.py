@@ -520,3 +520,42 @@ def test_create_after_rename_while_listing(mount, s3, bucket):
         last = max(i for i in range(60) if i % 3 == k)
         assert s3_body(s3, bucket, f"d/k{k}") == version_bytes(f"r.{last}", HEADER_LEN + last)
     assert s3_body(s3, bucket, "d/.tmp") is None
+
+
+def test_overwrite_while_listing_reads_back_whole(mount, s3, bucket):
+    """A file overwritten in place (bigger each time) while other threads
+    list its folder reads back whole after close: a listing must not hand
+    the kernel the size of the version before, in the middle of the
+    writes (it did: the read-back stopped at the old size)."""
+    s3.put_object(Bucket=bucket, Key="d/p", Body=version_bytes("p.0", HEADER_LEN))
+    m = mount(bucket)
+    d = m.path / "d"
+    stop = threading.Event()
+    errors = []
+
+    def lister():
+        while not stop.is_set():
+            try:
+                for e in os.scandir(d):
+                    e.stat()
+            except OSError as e:
+                errors.append(f"listing: {e}")
+
+    listers = [threading.Thread(target=lister) for _ in range(4)]
+    for t in listers:
+        t.start()
+    try:
+        for i in range(1, 41):
+            data = version_bytes(f"p.{i}", HEADER_LEN + i * 7919)
+            write_file(d / "p", data, random.Random(i))
+            with open(d / "p", "rb") as f:
+                back = f.read()
+            if back != data:
+                errors.append(f"round {i}: read back {check_version(back)}")
+                break
+    finally:
+        stop.set()
+        for t in listers:
+            t.join(JOIN_TIMEOUT)
+    assert not errors, errors
+    assert s3_body(s3, bucket, "d/p") == data
