@@ -2749,13 +2749,13 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size,
 			break;
 		pos += n;
 	}
-	if (pos > off) {
-		STAT_ADD(v, bytes_read, pos - off);
-		return (ssize_t)(pos - off);
-	}
-	if (rc == -ENOMEM)
-		return rc;
-	return -EIO;
+	/* Never the bytes before a failed chunk alone: FUSE takes a short
+	 * read for the end of the file, and the kernel then cuts the file's
+	 * size there (the reader saw a truncated file, no error). */
+	if (rc < 0)
+		return rc == -ENOMEM ? rc : -EIO;
+	STAT_ADD(v, bytes_read, pos - off);
+	return (ssize_t)(pos - off);
 }
 
 void vfs_get_stats(struct vfs *v, struct vfs_stats *out)
