@@ -106,8 +106,25 @@ def check_version(data):
     want = version_bytes(words["id"], len(data))
     if data != want:
         at = next(i for i in range(len(data)) if data[i] != want[i])
-        return f"version {words['id']} ({len(data)} bytes) differs from byte {at}"
+        end = at
+        while end < len(data) and data[end] != want[end]:
+            end += 1
+        return (f"version {words['id']} ({len(data)} bytes) differs from byte {at} to {end}: "
+                f"{whose(data, at)}")
     return None
+
+
+def whose(data, at):
+    """Which version (or zeros) the bytes at `at` come from, for reports."""
+    piece = data[at:at + 256]
+    if piece == bytes(len(piece)):
+        return "zeros"
+    for w in range(WRITERS):
+        for serial in range(1, 2000):
+            vid = f"w{w}.{serial}"
+            if expected(vid, at, len(piece)) == piece:
+                return f"bytes of version {vid} at the same offset"
+    return "bytes of no known version"
 
 
 # ---- the tree ------------------------------------------------------------------
@@ -355,7 +372,7 @@ def cache_usage(cache_dir):
     """{'chunks', 'staging', 'meta', 'other', 'nchunks'}: bytes on disk
     (st_blocks * 512) of the chunk files, the staging files, meta.db with
     its WAL, and the rest of the folder."""
-    use = {"chunks": 0, "staging": 0, "meta": 0, "other": 0, "nchunks": 0}
+    use = {"chunks": 0, "staging": 0, "meta": 0, "other": 0, "nchunks": 0, "tmp": 0, "wal": 0}
     for dirpath, _, names in os.walk(cache_dir, onerror=lambda e: None):
         rel = os.path.relpath(dirpath, cache_dir).split(os.sep)[0]
         for name in names:
@@ -363,10 +380,14 @@ def cache_usage(cache_dir):
             if rel == "chunks":
                 use["chunks"] += b
                 use["nchunks"] += 1
+                if ".tmp." in name:  # a chunk being written (its reservation covers it)
+                    use["tmp"] += b
             elif rel == "staging":
                 use["staging"] += b
             elif rel == "." and name in ("meta.db", "meta.db-wal"):
                 use["meta"] += b
+                if name == "meta.db-wal":
+                    use["wal"] += b
             else:
                 use["other"] += b
     return use
