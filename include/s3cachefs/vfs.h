@@ -178,8 +178,9 @@ typedef int (*vfs_dirent_fn)(void *ctx, const char *name,
  * Emit entries from offset @off (0 is the first) until @fn returns 1 or the
  * snapshot ends.  With @plus, each entry taken counts as a lookup (as
  * FUSE's readdirplus requires), except those marked name_only: every entry
- * of a snapshot taken before a name was removed (unlink, rmdir, rename),
- * and files being written (their attributes are the writer's).  Such
+ * of a snapshot taken before a change this mount made to the bucket
+ * (unlink, rmdir, rename, upload, mkdir, ...), and files being written
+ * (their attributes are the writer's).  Such
  * entries refresh no cached attributes.  0 or -errno.
  */
 int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,

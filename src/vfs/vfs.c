@@ -233,8 +233,10 @@ struct vfs {
 	/* handles the kernel has not released yet, freed by vfs_free */
 	struct vfs_file *files;
 	struct vfs_dir *dirs;
-	/* bumped by every unlink, rmdir and rename, once the metadata says
-	 * the name is gone: a directory snapshot taken before may list it */
+	/* bumped by every change this mount makes to the bucket (unlink,
+	 * rmdir, rename, upload, mkdir, symlink, attributes) once the metadata
+	 * store has it: a directory snapshot or a LIST begun before may be
+	 * older than the change (see changed()) */
 	uint64_t names_gen;
 	uint64_t ring_clock;
 	int64_t offline_until_ms;
@@ -860,10 +862,29 @@ static void note_noflat(struct vfs *v, const struct tree_ctx *tc)
 	pthread_mutex_unlock(&v->lock);
 }
 
-/* Store every folder of @t, and copy the entries of lc->dir into @lc (may
- * be NULL) when @t holds them. */
+/* This mount changed the bucket, and the metadata store says so now. */
+static void changed(struct vfs *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->names_gen++;
+	pthread_mutex_unlock(&v->lock);
+}
+
+static uint64_t changes_seen(struct vfs *v)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&v->lock);
+	gen = v->names_gen;
+	pthread_mutex_unlock(&v->lock);
+	return gen;
+}
+
+/* Store every folder of @t (unless @keep_store: a LIST older than a change
+ * of ours would bring back what we removed and hide what we made), and
+ * copy the entries of lc->dir into @lc (may be NULL) when @t holds them. */
 static int store_tree(struct vfs *v, const struct tree *t, int64_t fetched,
-		      struct list_ctx *lc)
+		      struct list_ctx *lc, bool keep_store)
 {
 	struct meta_entry *me = NULL;
 	const struct tree_item *e;
@@ -908,7 +929,9 @@ static int store_tree(struct vfs *v, const struct tree *t, int64_t fetched,
 		}
 		/* the store is an optimisation: its failure is logged, not
 		 * fatal */
-		meta_listing_put(v->meta, dir, fetched, exp, n ? me : NULL, n);
+		if (!keep_store)
+			meta_listing_put(v->meta, dir, fetched, exp,
+					 n ? me : NULL, n);
 	}
 out:
 	free(me);
@@ -927,6 +950,7 @@ static int list_from_s3(struct vfs *v, struct list_ctx *lc)
 	struct tree_ctx tc = { 0 };
 	const char *after = NULL;
 	int64_t t = now_ms();
+	uint64_t gen = changes_seen(v);
 	int rc;
 
 	rc = tree_init(&tc.t, lc->dir);
@@ -958,7 +982,7 @@ done:
 	if (rc < 0)
 		goto out;
 	tree_finish(&tc.t, true);
-	rc = store_tree(v, &tc.t, t, lc);
+	rc = store_tree(v, &tc.t, t, lc, changes_seen(v) != gen);
 out:
 	tree_release(&tc.t);
 	free(tc.first_key);
@@ -1150,6 +1174,7 @@ static int probe_dir(struct vfs *v, const char *dir, bool *any)
 {
 	struct tree_ctx tc = { 0 };
 	int64_t t = now_ms();
+	uint64_t gen = changes_seen(v);
 	int rc;
 
 	if (!v->conf.list_flat_keys)
@@ -1173,7 +1198,7 @@ static int probe_dir(struct vfs *v, const char *dir, bool *any)
 			goto out;
 	}
 	tree_finish(&tc.t, false);
-	rc = store_tree(v, &tc.t, t, NULL);
+	rc = store_tree(v, &tc.t, t, NULL, changes_seen(v) != gen);
 out:
 	tree_release(&tc.t);
 	free(tc.first_key);
@@ -1699,9 +1724,10 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 	if (sn.n > 1)
 		qsort(sn.names, sn.n, sizeof(*sn.names), cmp_str);
 	pthread_mutex_lock(&v->lock);
-	/* A name removed since the snapshot must not come back: its entries
-	 * then refresh no attributes and give the kernel no inode (it looks
-	 * each name up), as without plus. */
+	/* A snapshot older than a change of ours (a name removed must not
+	 * come back, a new version must not get the old size): its entries
+	 * refresh no attributes and give the kernel no inode (it looks each
+	 * name up), as without plus. */
 	stale = d->names_gen != v->names_gen;
 	p = node_by_ino(v, d->ino);
 	for (; off < d->n && p; off++) {
@@ -3119,6 +3145,7 @@ static void on_uploaded(void *ctx, const struct wb_result *r)
 		/* the kernel's pages came through this mount's writes */
 		set_str(&n->opened_etag, r->etag);
 	}
+	v->names_gen++; /* the writeback stored the new version first */
 	pthread_mutex_unlock(&v->lock);
 }
 
@@ -3475,6 +3502,7 @@ static int copy_attrs(struct vfs *v, uint64_t ino, const char *key, bool is_dir,
 	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
 	xattrs_to_object(&o, &x);
 	meta_object_put(v->meta, &o);
+	changed(v);
 	/* same bytes, new ETag: the cached chunks are of the old one */
 	cache_drop_object(v->cache, key, etag);
 	pthread_mutex_lock(&v->lock);
@@ -3648,6 +3676,7 @@ int vfs_mkdir(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
 	/* an empty listing, fresh: listing it costs no request */
 	meta_listing_put(v->meta, marker, t, t + (int64_t)v->conf.meta_ttl_ms,
 			 NULL, 0);
+	changed(v);
 	rc = new_entry(v, parent, name, true, NULL, 0, &x, out);
 out:
 	free(key);
@@ -3768,6 +3797,7 @@ int vfs_symlink(struct vfs *v, uint64_t parent, const char *name,
 	xattrs_to_object(&o, &x);
 	meta_object_put(v->meta, &o);
 	meta_entry_add(v->meta, dir, name, false);
+	changed(v);
 	rc = new_entry(v, parent, name, false, etag, len, &x, out);
 out:
 	free(key);
