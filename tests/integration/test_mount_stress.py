@@ -27,6 +27,7 @@ What is asserted, each from the README:
     PRAGMA integrity_check; the stats agree with the files on disk.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -162,6 +163,21 @@ class Run:
         # writer key -> its last version id or None (removed), written only by
         # its owner thread; readers only read names
         self.state = {}
+        # writer key -> changes begun + changes ended (odd: one under way),
+        # written only by its owner thread
+        self.seq = {}
+
+    @contextlib.contextmanager
+    def changing(self, *keys):
+        """A writer's change (rename, unlink) of keys: readers that overlap
+        one may see the documented ENOENT or EIO, no other reader may."""
+        for k in keys:
+            self.seq[k] += 1
+        try:
+            yield
+        finally:
+            for k in keys:
+                self.seq[k] += 1
 
     def error(self, who, what):
         with self.lock:
@@ -255,9 +271,17 @@ def read_static(run, tree, rng, key, who):
 
 def read_version(run, key, who):
     path = os.path.join(run.root, key)
+    seq = run.seq[key]
+    before = run.state[key]
+
+    def changed():
+        return seq % 2 == 1 or run.seq[key] != seq
+
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
+        if before is not None and not changed():
+            run.error(who, f"{key}: ENOENT, but it holds {before} and nothing changed it")
         run.count("version_enoent")
         return
     try:
@@ -267,6 +291,8 @@ def read_version(run, key, who):
         except OSError as e:
             # documented: replaced or removed while open
             if e.errno in (errno.EIO, errno.ENOENT):
+                if not changed():
+                    run.error(who, f"{key}: {errno.errorcode[e.errno]} while nothing changed it")
                 run.count("version_eio")
                 return
             raise
@@ -307,8 +333,6 @@ def writer(run, w):
     who = f"writer {w}"
     serial = 0
     step = "start"
-    for k in keys + [private_key(w)]:
-        run.state[k] = None
     while not run.stop.is_set():
         try:
             r = rng.random()
@@ -316,15 +340,17 @@ def writer(run, w):
             path = os.path.join(run.root, k)
             if r < 0.15 and run.state[k] is not None:
                 step = f"unlink {k}"
-                os.unlink(path)
-                run.state[k] = None
+                with run.changing(k):
+                    os.unlink(path)
+                    run.state[k] = None
                 run.count("unlinks")
                 continue
             if r < 0.30 and run.state[k] is not None:
                 other = rng.choice([x for x in keys if x != k])
                 step = f"rename {k} to {other}"
-                os.rename(path, os.path.join(run.root, other))
-                run.state[other], run.state[k] = run.state[k], None
+                with run.changing(k, other):
+                    os.rename(path, os.path.join(run.root, other))
+                    run.state[other], run.state[k] = run.state[k], None
                 run.count("renames")
                 continue
             serial += 1
@@ -338,7 +364,9 @@ def writer(run, w):
                 step = f"write {tmp}"
                 write_file(tmp, data, rng)
                 step = f"rename {tmp} to {k}"
-                os.rename(tmp, path)
+                with run.changing(k):
+                    os.rename(tmp, path)
+                    run.state[k] = vid
                 run.count("replaces")
             else:
                 # in place, on the writer's private key (readers could see it
@@ -433,6 +461,10 @@ def test_readers_and_writers_under_a_small_cache(mount, s3, bucket):
     m = mount(bucket, cache_size=str(CAP), chunk_size=str(CHUNK), readahead="4M",
               log_level=os.environ.get("STRESS_LOG", "info"))
     run = Run(str(m.path))
+    for w in range(WRITERS):
+        for k in writer_keys(w) + [private_key(w)]:
+            run.state[k] = None
+            run.seq[k] = 0
     sample = {}
     threads = [threading.Thread(target=reader, args=(run, tree, n), name=f"reader{n}")
                for n in range(READERS)]
