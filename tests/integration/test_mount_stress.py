@@ -433,6 +433,12 @@ def sampler(run, pid, cache_dir, out):
         os.kill(pid, signal.SIGSTOP)
         try:
             use = cache_usage(cache_dir)
+            if capped(use) > CAP:
+                # for the report: what the staging files hold, frozen
+                staging = os.path.join(cache_dir, "staging")
+                use["staging_files"] = sorted(
+                    (n, os.lstat(os.path.join(staging, n)).st_size, blocks(os.path.join(staging, n)))
+                    for n in os.listdir(staging))
         finally:
             os.kill(pid, signal.SIGCONT)
         out["samples"] = out.get("samples", 0) + 1
