@@ -1341,6 +1341,7 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
 	struct node *p, *n;
 	char *dir_path = NULL;
 	size_t len = strlen(name);
+	uint64_t gen = changes_seen(v);
 	int rc;
 
 	if (len > VFS_NAME_MAX)
@@ -1394,7 +1395,9 @@ found:
 	if (!n) {
 		rc = p ? -ENOMEM : -ENOENT;
 	} else {
-		if (!f.is_dir && f.etag)
+		/* a change of ours since resolve() began (a rename onto the
+		 * name, an upload) made @n's attributes newer than @f's */
+		if (!f.is_dir && f.etag && !(n->etag && v->names_gen != gen))
 			node_set_attrs(n, f.etag, f.size, f.mtime, f.expires_ms,
 				       &f.x);
 		n->nlookup++;
@@ -1452,6 +1455,7 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key, bool force)
 	struct node *n;
 	int64_t t = now_ms();
 	char *old_etag = NULL;
+	uint64_t gen = changes_seen(v);
 	struct xattrs x;
 	int rc;
 
@@ -1500,7 +1504,8 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key, bool force)
 apply:
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
-	if (n) {
+	/* after a change of ours, @key may no longer be @ino's name */
+	if (n && !(n->etag && v->names_gen != gen)) {
 		xattrs_from_object(&x, &o);
 		node_set_attrs(n, o.etag, o.size, o.mtime,
 			       o.expires_ms > t ? o.expires_ms : t + OFFLINE_MS,
