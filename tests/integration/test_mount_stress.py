@@ -9,7 +9,8 @@ What is asserted, each from the README:
     exactly one complete version (every version is self-describing: a header
     naming it, then bytes derived from its name), never a mix of two.  The
     only failures allowed are the documented ones of a file replaced or
-    removed while open or being opened: ENOENT, and EIO ("if the object
+    removed while open or being opened, and only for a reader that
+    overlapped such a change of its key: ENOENT, and EIO ("if the object
     changes on S3 while a file is open, a read that needs a chunk not yet
     cached fails with EIO");
   - close() of every write returns 0 (writeback=sync: the object is in S3)
