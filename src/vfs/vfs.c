@@ -639,6 +639,7 @@ static bool staged_attr(struct vfs *v, const char *key, struct vfs_attr *a);
 static int stage_existing(struct vfs *v, uint64_t ino, const char *key,
 			  bool truncate, struct wb_file **out);
 static void on_uploaded(void *ctx, const struct wb_result *r);
+static const char *path_of_key(const struct vfs *v, const char *key);
 static int fill_base(void *ctx, const char *key, const char *etag,
 		     uint64_t size, uint64_t off, void *buf, size_t len);
 
@@ -1456,6 +1457,7 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key, bool force)
 	int64_t t = now_ms();
 	char *old_etag = NULL;
 	uint64_t gen = changes_seen(v);
+	const char *kp;
 	struct xattrs x;
 	int rc;
 
@@ -1504,8 +1506,12 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key, bool force)
 apply:
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
-	/* after a change of ours, @key may no longer be @ino's name */
-	if (n && !(n->etag && v->names_gen != gen)) {
+	/* after a change of ours @key may no longer be @ino's name (the
+	 * caller took it from the path before), nor what we learnt the
+	 * newest */
+	kp = path_of_key(v, key);
+	if (n && kp && strcmp(n->path, kp) == 0 &&
+	    !(n->etag && v->names_gen != gen)) {
 		xattrs_from_object(&x, &o);
 		node_set_attrs(n, o.etag, o.size, o.mtime,
 			       o.expires_ms > t ? o.expires_ms : t + OFFLINE_MS,
