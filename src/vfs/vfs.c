@@ -1510,7 +1510,7 @@ apply:
 	 * caller took it from the path before), nor what we learnt the
 	 * newest */
 	kp = path_of_key(v, key);
-	if (n && kp && strcmp(n->path, kp) == 0 &&
+	if (n && n->parent != 0 && kp && strcmp(n->path, kp) == 0 &&
 	    !(n->etag && v->names_gen != gen)) {
 		xattrs_from_object(&x, &o);
 		node_set_attrs(n, o.etag, o.size, o.mtime,
@@ -1540,7 +1540,9 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 		fresh = n->is_dir || n->expires_ms > now_ms() ||
 			(never(v) && n->etag);
 		fill_attr(v, n, out);
-		if (!n->is_dir && !(key = key_of(v, n->path)))
+		/* a detached node's path now names another file (a rename
+		 * onto it, a new one): what it knew is all it has */
+		if (!n->is_dir && n->parent != 0 && !(key = key_of(v, n->path)))
 			rc = -ENOMEM;
 	}
 	pthread_mutex_unlock(&v->lock);
