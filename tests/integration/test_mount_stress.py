@@ -301,8 +301,24 @@ def read_version(run, key, who):
         os.close(fd)
     bad = check_version(data)
     if bad:
-        run.error(who, f"{key}: {bad}")
+        run.error(who, f"{key}: {bad} (size at open {size}; now {describe(path)}; "
+                       f"changes of the key during the read: {run.seq[key] - seq})")
     run.count("version_whole")
+
+
+def describe(path):
+    """What the mount says of a file now, for reports."""
+    out = []
+    try:
+        out.append(f"size {os.stat(path).st_size}")
+        for name in ("etag", "staged", "last_open"):
+            try:
+                out.append(f"{name} {os.getxattr(path, 'user.s3cachefs.' + name).decode()}")
+            except OSError as e:
+                out.append(f"{name} ({e.strerror})")
+    except OSError as e:
+        out.append(e.strerror)
+    return ", ".join(out)
 
 
 # ---- writers ----------------------------------------------------------------------
