@@ -98,7 +98,10 @@ int meta_object_under(struct meta *m, const char *prefix, int64_t after_ms);
 
 /*
  * Insert or replace the object @o->key and drop any negative entry for it.
- * An existing row keeps its atime_ms when @o->atime_ms is 0.
+ * An existing row keeps its atime_ms when @o->atime_ms is 0, and stays as
+ * it is when its checked_ms is later than @o's (what a LIST or HEAD begun
+ * before a change learnt never replaces what the change wrote; the same
+ * holds for the rows of meta_listing_put()).
  */
 int meta_object_put(struct meta *m, const struct meta_object *o);
 

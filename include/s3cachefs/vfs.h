@@ -105,6 +105,9 @@ struct vfs_attr {
 	bool tentative; /* x-amz-meta-* not read yet (seen only in a
 			 * listing): default modes and owners.  Files, and
 			 * with strict_attrs directories but the root */
+	/* vfs_readdir: the entry may be gone or its attributes the writer's;
+	 * link no inode for it, let the kernel look it up */
+	bool name_only;
 };
 
 struct vfs_stats {
@@ -187,7 +190,11 @@ typedef int (*vfs_dirent_fn)(void *ctx, const char *name,
 /*
  * Emit entries from offset @off (0 is the first) until @fn returns 1 or the
  * snapshot ends.  With @plus, each entry taken counts as a lookup (as
- * FUSE's readdirplus requires).  0 or -errno.
+ * FUSE's readdirplus requires), except those marked name_only: every entry
+ * of a snapshot taken before a change this mount made to the bucket
+ * (unlink, rmdir, rename, upload, mkdir, ...), and files being written
+ * (their attributes are the writer's).  Such
+ * entries refresh no cached attributes.  0 or -errno.
  */
 int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 		vfs_dirent_fn fn, void *ctx);

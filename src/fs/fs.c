@@ -410,6 +410,8 @@ static int dir_entry(void *ctx, const char *name, const struct vfs_attr *attr,
 	struct fuse_entry_param e;
 
 	attr_to_entry(d->f, attr, &e);
+	if (attr->name_only)
+		e.ino = 0; /* as for "." and "..": the kernel links nothing */
 	return dir_add(d, name, &e, (off_t)(next + 2));
 }
 

@@ -241,7 +241,10 @@ static const char *const stmt_sql[ST_COUNT] = {
 		       " gid = CASE WHEN " KEEP_ATTRS " THEN gid"
 		       " ELSE excluded.gid END,"
 		       " attr_mtime = CASE WHEN " KEEP_ATTRS " THEN attr_mtime"
-		       " ELSE excluded.attr_mtime END",
+		       " ELSE excluded.attr_mtime END"
+		       /* what a LIST or HEAD begun before a change of the
+			* mount's learnt never replaces what the change wrote */
+		       " WHERE excluded.checked_ms >= checked_ms",
 	[ST_OBJ_DELETE] = "DELETE FROM objects WHERE key = ?1",
 	[ST_OBJ_EXPIRE] = "UPDATE objects SET expires_ms = 0 WHERE key = ?1",
 	[ST_OBJ_TOUCH] = "UPDATE objects SET atime_ms = ?2 WHERE key = ?1",

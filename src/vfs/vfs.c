@@ -139,11 +139,14 @@ struct dirent_snap {
 	int64_t mtime;
 	char *etag;
 	struct xattrs x;
+	bool staged; /* being written: size is the staged one, not etag's */
 };
 
 struct vfs_dir {
 	struct vfs_dir *prev, *next; /* open directories, under v->lock */
 	uint64_t ino;
+	uint64_t names_gen; /* v->names_gen before the snapshot was taken */
+	char *dir;	    /* its listing prefix, owned */
 	struct dirent_snap *e;
 	size_t n;
 };
@@ -231,6 +234,11 @@ struct vfs {
 	/* handles the kernel has not released yet, freed by vfs_free */
 	struct vfs_file *files;
 	struct vfs_dir *dirs;
+	/* bumped by every change this mount makes to the bucket (unlink,
+	 * rmdir, rename, upload, mkdir, symlink, attributes) once the metadata
+	 * store has it: a directory snapshot or a LIST begun before may be
+	 * older than the change (see changed()) */
+	uint64_t names_gen;
 	uint64_t ring_clock;
 	int64_t offline_until_ms;
 	char *spec_dir, *spec_name; /* the last small file that missed */
@@ -530,10 +538,11 @@ static struct node *node_get(struct vfs *v, struct node *parent,
 				while (*p != n)
 					p = &(*p)->next_name;
 				*p = n->next_name;
-				n->next_name = NULL;
 				n->parent = 0; /* never matches a name again */
-				v->by_name[hash_name(0, n->name) &
-					   (v->n_buckets - 1)] = n;
+				p = &v->by_name[hash_name(0, n->name) &
+						(v->n_buckets - 1)];
+				n->next_name = *p;
+				*p = n;
 			}
 			n = NULL;
 		} else {
@@ -646,6 +655,7 @@ static bool staged_attr(struct vfs *v, const char *key, struct vfs_attr *a);
 static int stage_existing(struct vfs *v, uint64_t ino, const char *key,
 			  bool truncate, struct wb_file **out);
 static void on_uploaded(void *ctx, const struct wb_result *r);
+static const char *path_of_key(const struct vfs *v, const char *key);
 static int fill_base(void *ctx, const char *key, const char *etag,
 		     uint64_t size, uint64_t off, void *buf, size_t len);
 
@@ -869,10 +879,29 @@ static void note_noflat(struct vfs *v, const struct tree_ctx *tc)
 	pthread_mutex_unlock(&v->lock);
 }
 
-/* Store every folder of @t, and copy the entries of lc->dir into @lc (may
- * be NULL) when @t holds them. */
+/* This mount changed the bucket, and the metadata store says so now. */
+static void changed(struct vfs *v)
+{
+	pthread_mutex_lock(&v->lock);
+	v->names_gen++;
+	pthread_mutex_unlock(&v->lock);
+}
+
+static uint64_t changes_seen(struct vfs *v)
+{
+	uint64_t gen;
+
+	pthread_mutex_lock(&v->lock);
+	gen = v->names_gen;
+	pthread_mutex_unlock(&v->lock);
+	return gen;
+}
+
+/* Store every folder of @t (unless @keep_store: a LIST older than a change
+ * of ours would bring back what we removed and hide what we made), and
+ * copy the entries of lc->dir into @lc (may be NULL) when @t holds them. */
 static int store_tree(struct vfs *v, const struct tree *t, int64_t fetched,
-		      struct list_ctx *lc)
+		      struct list_ctx *lc, bool keep_store)
 {
 	struct meta_entry *me = NULL;
 	const struct tree_item *e;
@@ -917,7 +946,9 @@ static int store_tree(struct vfs *v, const struct tree *t, int64_t fetched,
 		}
 		/* the store is an optimisation: its failure is logged, not
 		 * fatal */
-		meta_listing_put(v->meta, dir, fetched, exp, n ? me : NULL, n);
+		if (!keep_store)
+			meta_listing_put(v->meta, dir, fetched, exp,
+					 n ? me : NULL, n);
 	}
 out:
 	free(me);
@@ -936,6 +967,7 @@ static int list_from_s3(struct vfs *v, struct list_ctx *lc)
 	struct tree_ctx tc = { 0 };
 	const char *after = NULL;
 	int64_t t = now_ms();
+	uint64_t gen = changes_seen(v);
 	int rc;
 
 	rc = tree_init(&tc.t, lc->dir);
@@ -967,7 +999,7 @@ done:
 	if (rc < 0)
 		goto out;
 	tree_finish(&tc.t, true);
-	rc = store_tree(v, &tc.t, t, lc);
+	rc = store_tree(v, &tc.t, t, lc, changes_seen(v) != gen);
 out:
 	tree_release(&tc.t);
 	free(tc.first_key);
@@ -1159,6 +1191,7 @@ static int probe_dir(struct vfs *v, const char *dir, bool *any)
 {
 	struct tree_ctx tc = { 0 };
 	int64_t t = now_ms();
+	uint64_t gen = changes_seen(v);
 	int rc;
 
 	if (!v->conf.list_flat_keys)
@@ -1182,7 +1215,7 @@ static int probe_dir(struct vfs *v, const char *dir, bool *any)
 			goto out;
 	}
 	tree_finish(&tc.t, false);
-	rc = store_tree(v, &tc.t, t, NULL);
+	rc = store_tree(v, &tc.t, t, NULL, changes_seen(v) != gen);
 out:
 	tree_release(&tc.t);
 	free(tc.first_key);
@@ -1369,6 +1402,7 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
 	struct node *p, *n;
 	char *dir_path = NULL;
 	size_t len = strlen(name);
+	uint64_t gen = changes_seen(v);
 	int rc;
 
 	if (len > VFS_NAME_MAX)
@@ -1432,7 +1466,9 @@ found:
 	if (!n) {
 		rc = p ? -ENOMEM : -ENOENT;
 	} else {
-		if (!f.is_dir && f.etag)
+		/* a change of ours since resolve() began (a rename onto the
+		 * name, an upload) made @n's attributes newer than @f's */
+		if (!f.is_dir && f.etag && !(n->etag && v->names_gen != gen))
 			node_set_attrs(n, f.etag, f.size, f.mtime, f.expires_ms,
 				       &f.x);
 		if (f.is_dir && f.x.known) {
@@ -1494,6 +1530,8 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key, bool force)
 	struct node *n;
 	int64_t t = now_ms();
 	char *old_etag = NULL;
+	uint64_t gen = changes_seen(v);
+	const char *kp;
 	struct xattrs x;
 	int rc;
 
@@ -1542,7 +1580,12 @@ static int revalidate(struct vfs *v, uint64_t ino, const char *key, bool force)
 apply:
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
-	if (n) {
+	/* after a change of ours @key may no longer be @ino's name (the
+	 * caller took it from the path before), nor what we learnt the
+	 * newest */
+	kp = path_of_key(v, key);
+	if (n && n->parent != 0 && kp && strcmp(n->path, kp) == 0 &&
+	    !(n->etag && v->names_gen != gen)) {
 		xattrs_from_object(&x, &o);
 		node_set_attrs(n, o.etag, o.size, o.mtime,
 			       o.expires_ms > t ? o.expires_ms : t + OFFLINE_MS,
@@ -1573,7 +1616,9 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 		fresh = !head && (n->is_dir || n->expires_ms > now_ms() ||
 				  (never(v) && n->etag));
 		fill_attr(v, n, out);
-		if (!n->is_dir && !(key = key_of(v, n->path)))
+		/* a detached node's path now names another file (a rename
+		 * onto it, a new one): what it knew is all it has */
+		if (!n->is_dir && n->parent != 0 && !(key = key_of(v, n->path)))
 			rc = -ENOMEM;
 	}
 	pthread_mutex_unlock(&v->lock);
@@ -1619,6 +1664,7 @@ static int on_staged_child(void *ctx, const char *key, const struct wb_stat *st)
 			return rc;
 	}
 	e = &lc->e[i];
+	e->staged = true;
 	e->size = st->size;
 	if (st->attrs.mtime)
 		e->mtime = st->attrs.mtime;
@@ -1641,11 +1687,15 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 	struct list_ctx lc = { 0 };
 	struct vfs_dir *d = NULL;
 	char *path = NULL;
+	uint64_t gen;
 	int rc;
 
 	rc = path_of(v, ino, 1, &path);
 	if (rc < 0)
 		return rc;
+	pthread_mutex_lock(&v->lock);
+	gen = v->names_gen;
+	pthread_mutex_unlock(&v->lock);
 	rc = list_dir(v, path, &lc);
 	if (rc < 0)
 		goto out;
@@ -1658,6 +1708,13 @@ int vfs_opendir(struct vfs *v, uint64_t ino, struct vfs_dir **out)
 		goto out;
 	}
 	d->ino = ino;
+	d->names_gen = gen;
+	if (!(d->dir = strdup(lc.dir))) {
+		free(d);
+		d = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
 	d->e = lc.e;
 	d->n = lc.n;
 	lc.e = NULL;
@@ -1682,32 +1739,104 @@ void vfs_releasedir(struct vfs *v, struct vfs_dir *d)
 	LIST_UNLINK(v->dirs, d);
 	pthread_mutex_unlock(&v->lock);
 	snap_free(d->e, d->n);
+	free(d->dir);
 	free(d);
+}
+
+/* The names of the files being written in a folder, sorted. */
+struct staged_names {
+	size_t dir_len;
+	char **names;
+	size_t n, cap;
+};
+
+static int on_staged_name(void *ctx, const char *key, const struct wb_stat *st)
+{
+	struct staged_names *sn = ctx;
+	const char *name = key + sn->dir_len;
+	char **grown;
+
+	(void)st;
+	if (strchr(name, '/'))
+		return 0;
+	if (sn->n == sn->cap) {
+		grown = realloc(sn->names,
+				(sn->cap ? sn->cap * 2 : 8) * sizeof(*grown));
+		if (!grown)
+			return -ENOMEM;
+		sn->names = grown;
+		sn->cap = sn->cap ? sn->cap * 2 : 8;
+	}
+	if (!(sn->names[sn->n] = strdup(name)))
+		return -ENOMEM;
+	sn->n++;
+	return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool staged_has(const struct staged_names *sn, const char *name)
+{
+	return sn->n && bsearch(&name, sn->names, sn->n, sizeof(*sn->names),
+				cmp_str) != NULL;
+}
+
+static void staged_names_release(struct staged_names *sn)
+{
+	size_t i;
+
+	for (i = 0; i < sn->n; i++)
+		free(sn->names[i]);
+	free(sn->names);
 }
 
 int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 		vfs_dirent_fn fn, void *ctx)
 {
 	int64_t exp = now_ms() + (int64_t)v->conf.meta_ttl_ms;
+	struct staged_names sn = { .dir_len = strlen(d->dir) };
 	struct node *p, *n;
 	struct vfs_attr a;
-	int rc = 0;
+	bool stale, link;
+	int rc;
 
+	/* Files being written now: their node may hold the size of the version
+	 * before, which the kernel must not take for the writer's.  (One that
+	 * starts being written after this is safe: the kernel ignores
+	 * attributes asked for before its own writes.) */
+	rc = wb_each_under(v->wb, d->dir, on_staged_name, &sn);
+	if (rc < 0)
+		goto out;
+	if (sn.n > 1)
+		qsort(sn.names, sn.n, sizeof(*sn.names), cmp_str);
 	pthread_mutex_lock(&v->lock);
+	/* A snapshot older than a change of ours (a name removed must not
+	 * come back, a new version must not get the old size): its entries
+	 * refresh no attributes and give the kernel no inode (it looks each
+	 * name up), as without plus. */
+	stale = d->names_gen != v->names_gen;
 	p = node_by_ino(v, d->ino);
 	for (; off < d->n && p; off++) {
 		const struct dirent_snap *e = &d->e[off];
+		bool staged = !e->is_dir && staged_has(&sn, e->name);
 
+		link = plus && !stale && !staged;
 		n = node_get(v, p, e->name, e->is_dir);
 		if (!n) {
 			rc = -ENOMEM;
 			break;
 		}
-		/* the snapshot may be older than what an open learnt */
-		if (!e->is_dir && (!n->etag || n->expires_ms <= now_ms()))
+		/* the snapshot may be older than what an open learnt; the size
+		 * of a staged entry is not its etag's */
+		if (!stale && !staged && !e->staged && !e->is_dir &&
+		    (!n->etag || n->expires_ms <= now_ms()))
 			node_set_attrs(n, e->etag, e->size, e->mtime, exp,
 				       &e->x);
 		fill_attr(v, n, &a);
+		a.name_only = !link;
 		if (fn(ctx, e->name, &a, off + 1) != 0) {
 			if (n->nlookup == 0) {
 				unlink_node(v, n);
@@ -1715,7 +1844,7 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 			}
 			break;
 		}
-		if (plus) {
+		if (link) {
 			n->nlookup++;
 		} else if (n->nlookup == 0) {
 			unlink_node(v, n);
@@ -1723,6 +1852,8 @@ int vfs_readdir(struct vfs *v, struct vfs_dir *d, uint64_t off, bool plus,
 		}
 	}
 	pthread_mutex_unlock(&v->lock);
+out:
+	staged_names_release(&sn);
 	return rc;
 }
 
@@ -2740,13 +2871,13 @@ ssize_t vfs_read(struct vfs *v, struct vfs_file *f, void *buf, size_t size,
 			break;
 		pos += n;
 	}
-	if (pos > off) {
-		STAT_ADD(v, bytes_read, pos - off);
-		return (ssize_t)(pos - off);
-	}
-	if (rc == -ENOMEM)
-		return rc;
-	return -EIO;
+	/* Never the bytes before a failed chunk alone: FUSE takes a short
+	 * read for the end of the file, and the kernel then cuts the file's
+	 * size there (the reader saw a truncated file, no error). */
+	if (rc < 0)
+		return rc == -ENOMEM ? rc : -EIO;
+	STAT_ADD(v, bytes_read, pos - off);
+	return (ssize_t)(pos - off);
 }
 
 void vfs_get_stats(struct vfs *v, struct vfs_stats *out)
@@ -3071,9 +3202,11 @@ static void node_detach_locked(struct vfs *v, struct node *n)
 		p = &(*p)->next_name;
 	if (*p)
 		*p = n->next_name;
-	n->next_name = NULL;
 	n->parent = 0; /* never matches a name again */
-	v->by_name[hash_name(0, n->name) & (v->n_buckets - 1)] = n;
+	/* pushed on its new chain, which keeps the nodes already on it */
+	p = &v->by_name[hash_name(0, n->name) & (v->n_buckets - 1)];
+	n->next_name = *p;
+	*p = n;
 }
 
 /* The path below the prefix of @key, or NULL when it is outside. */
@@ -3108,6 +3241,7 @@ static void on_uploaded(void *ctx, const struct wb_result *r)
 		/* the kernel's pages came through this mount's writes */
 		set_str(&n->opened_etag, r->etag);
 	}
+	v->names_gen++; /* the writeback stored the new version first */
 	pthread_mutex_unlock(&v->lock);
 }
 
@@ -3467,6 +3601,7 @@ static int copy_attrs(struct vfs *v, uint64_t ino, const char *key, bool is_dir,
 	o.expires_ms = t + (int64_t)v->conf.meta_ttl_ms;
 	xattrs_to_object(&o, &x);
 	meta_object_put(v->meta, &o);
+	changed(v);
 	/* same bytes, new ETag: the cached chunks are of the old one */
 	cache_drop_object(v->cache, key, etag);
 	pthread_mutex_lock(&v->lock);
@@ -3596,6 +3731,7 @@ int vfs_unlink(struct vfs *v, uint64_t parent, const char *name)
 	n = p ? node_by_name(v, p->ino, name) : NULL;
 	if (n && !n->is_dir)
 		node_detach_locked(v, n);
+	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
 	free(key);
@@ -3638,6 +3774,7 @@ int vfs_mkdir(struct vfs *v, uint64_t parent, const char *name, uint32_t mode,
 	/* an empty listing, fresh: listing it costs no request */
 	meta_listing_put(v->meta, marker, t, t + (int64_t)v->conf.meta_ttl_ms,
 			 NULL, 0);
+	changed(v);
 	rc = new_entry(v, parent, name, true, NULL, 0, &x, out);
 out:
 	free(key);
@@ -3713,6 +3850,7 @@ int vfs_rmdir(struct vfs *v, uint64_t parent, const char *name)
 	n = p ? node_by_name(v, p->ino, name) : NULL;
 	if (n && n->is_dir)
 		node_detach_locked(v, n);
+	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
 	free(key);
@@ -3760,6 +3898,7 @@ int vfs_symlink(struct vfs *v, uint64_t parent, const char *name,
 	xattrs_to_object(&o, &x);
 	meta_object_put(v->meta, &o);
 	meta_entry_add(v->meta, dir, name, false);
+	changed(v);
 	rc = new_entry(v, parent, name, false, etag, len, &x, out);
 out:
 	free(key);
@@ -4120,6 +4259,7 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 		set_str(&n->etag, new_etag);
 		n->expires_ms = now_ms() + (int64_t)v->conf.meta_ttl_ms;
 	}
+	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
 	if (wf)

@@ -83,6 +83,76 @@ P.initiateUpload = async function (bucket, key, ...rest) {
   if (tooLong(key)) throw keyTooLong(key);
   return orig.initiateUpload.call(this, bucket, key, ...rest);
 };
+
+// One version of a key at a time.
+// Why: an object is three files (bytes, metadata.json, object.md5) that
+// stock s3rver reads and writes one after the other, and CopyObject copies
+// the bytes over the destination in place. A GET racing a PUT, copy or
+// DELETE of its key could pass If-Match on one version's ETag and serve
+// another version's bytes, or a half-copied file (seen by
+// test_mount_stress). On S3 a GET sees one version, whole. So the writers
+// put the bytes in place by a rename and write the metadata under a lock
+// per key, and a GET checks its conditions and opens the bytes under the
+// same lock: the file it opened stays that version while it streams.
+const keyLocks = new Map();
+async function withKeyLock(bucket, key, fn) {
+  const id = `${bucket}\0${key}`;
+  const prev = keyLocks.get(id) || Promise.resolve();
+  let release;
+  const mine = new Promise(resolve => (release = resolve));
+  const tail = prev.then(() => mine);
+  keyLocks.set(id, tail);
+  await prev;
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (keyLocks.get(id) === tail) keyLocks.delete(id);
+  }
+}
+const readOrNull = file =>
+  fs.promises.readFile(file).catch(err => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+const origCopyObjectChecked = P.copyObject;
+P.copyObject = async function copyObject(srcBucket, srcKey, destBucket, destKey, replacementMetadata) {
+  const src = this.getResourcePath(srcBucket, srcKey, 'object');
+  const dest = this.getResourcePath(destBucket, destKey, 'object');
+  if (tooLong(destKey) || tooLong(srcKey) || src === dest) {
+    return withKeyLock(destBucket, destKey, () =>
+      origCopyObjectChecked.call(this, srcBucket, srcKey, destBucket, destKey, replacementMetadata),
+    );
+  }
+  await fs.promises.mkdir(path.dirname(dest), { recursive: true });
+  const tmp = `${dest}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+  try {
+    // the source's bytes and metadata of one version
+    const [meta, md5] = await withKeyLock(srcBucket, srcKey, async () => {
+      await fs.promises.copyFile(src, tmp);
+      return Promise.all([
+        readOrNull(this.getResourcePath(srcBucket, srcKey, 'metadata.json')),
+        readOrNull(`${src}.md5`),
+      ]);
+    });
+    await withKeyLock(destBucket, destKey, async () => {
+      await fs.promises.rename(tmp, dest);
+      const destMd5 = `${dest}.md5`;
+      if (md5 !== null) await fs.promises.writeFile(destMd5, md5);
+      else await fs.promises.unlink(destMd5).catch(() => {}); // recomputed when read
+      if (replacementMetadata) await this.putMetadata(destBucket, destKey, replacementMetadata);
+      else if (meta !== null) await fs.promises.writeFile(this.getResourcePath(destBucket, destKey, 'metadata.json'), meta);
+    });
+  } catch (err) {
+    await fs.promises.unlink(tmp).catch(() => {});
+    throw err;
+  }
+  return this.getMetadata(destBucket, destKey);
+};
+const origDeleteObject = P.deleteObject;
+P.deleteObject = async function deleteObject(bucket, key) {
+  return withKeyLock(bucket, key, () => origDeleteObject.call(this, bucket, key));
+};
 const als = new AsyncLocalStorage();
 
 function* walkObjects(dir) {
@@ -573,6 +643,9 @@ const seconds = d => Math.floor(d.getTime() / 1000);
 
 const origGetObject = objectCtrl.getObject;
 objectCtrl.getObject = async function getObject(ctx) {
+  return withKeyLock(ctx.params.bucket, ctx.params.key, () => getObjectLocked(ctx));
+};
+async function getObjectLocked(ctx) {
   const h = ctx.headers;
   const conditional = ['if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since'].some(n => n in h);
   if (!conditional && !('range' in h)) return origGetObject(ctx);
@@ -639,7 +712,7 @@ objectCtrl.getObject = async function getObject(ctx) {
     }
   }
   return origGetObject(ctx);
-};
+}
 
 // ---- 9. ListObjects / ListObjectsV2 encoding-type=url ----------------------
 // Why: keys are sent back in XML, where some characters (e.g. U+0001..U+001F)
@@ -811,7 +884,8 @@ function verifyDigests(req, md5hex, sha256) {
 
 // Writes a stream to `dest` through a temp file; resolves [size, md5hex]
 // once it is renamed into place. Nothing is left behind on failure.
-async function writeAtomic(dest, content) {
+// commit(tmp, md5hex), when given, puts tmp in place instead of a rename.
+async function writeAtomic(dest, content, commit) {
   await fs.promises.mkdir(path.dirname(dest), { recursive: true });
   const tmp = `${dest}.${crypto.randomBytes(6).toString('hex')}.tmp`;
   const md5 = crypto.createHash('md5');
@@ -846,7 +920,8 @@ async function writeAtomic(dest, content) {
     });
     const md5hex = md5.digest('hex');
     verifyDigests(content, md5hex, sha.digest('hex'));
-    await fs.promises.rename(tmp, dest);
+    if (commit) await commit(tmp, md5hex);
+    else await fs.promises.rename(tmp, dest);
     return [size, md5hex];
   } catch (err) {
     out.destroy();
@@ -860,8 +935,12 @@ P.putObject = async function putObject(object) {
   if (tooLong(object.key)) throw keyTooLong(object.key);
   const dest = this.getResourcePath(object.bucket, object.key, 'object');
   const content = Buffer.isBuffer(object.content) ? Readable.from([object.content]) : object.content;
-  const [size, md5] = await writeAtomic(dest, content);
-  await this.putMetadata(object.bucket, object.key, object.metadata, md5);
+  const [size, md5] = await writeAtomic(dest, content, (tmp, md5hex) =>
+    withKeyLock(object.bucket, object.key, async () => {
+      await fs.promises.rename(tmp, dest);
+      await this.putMetadata(object.bucket, object.key, object.metadata, md5hex);
+    }),
+  );
   return { size, md5 };
 };
 
@@ -948,8 +1027,13 @@ P.putObjectMultipart = async function putObjectMultipart(bucket, uploadId, parts
   );
   const object = new S3Object(bucket, key, null, metadata);
   if (tooLong(key)) throw keyTooLong(key);
-  const [size] = await writeAtomic(this.getResourcePath(bucket, key, 'object'), content);
-  await this.putMetadata(bucket, key, object.metadata, etag);
+  const dest = this.getResourcePath(bucket, key, 'object');
+  const [size] = await writeAtomic(dest, content, tmp =>
+    withKeyLock(bucket, key, async () => {
+      await fs.promises.rename(tmp, dest);
+      await this.putMetadata(bucket, key, object.metadata, etag);
+    }),
+  );
   await fs.promises.rm(dir, { recursive: true, force: true });
   return { size, md5: etag };
 };

@@ -387,7 +387,33 @@ static void test_listings(struct meta *m)
 	is_int(meta_negative_get(m, "d/q", &neg), 0, "unrelated negative kept");
 
 	/* a HEAD refresh shows through the listing; a lost row still lists */
-	put_obj(m, "d/c.txt", "\"c2\"", 21, 0);
+	{
+		struct meta_object head = { .key = (char *)"d/c.txt",
+					    .etag = (char *)"\"c2\"",
+					    .size = 21,
+					    .checked_ms = 6000,
+					    .expires_ms = 66000 };
+		struct meta_entry stale[] = {
+			{ .name = "c.txt", .etag = "\"c1\"", .size = 20 },
+		};
+
+		is_int(meta_object_put(m, &head), 0, "HEAD refresh");
+		/* a LIST begun before it does not undo it */
+		is_int(meta_listing_put(m, "d/old/", 5500, 65500, stale, 1), 0,
+		       "older listing elsewhere");
+		is_int(meta_object_put(
+			       m,
+			       &(struct meta_object){ .key = (char *)"d/c.txt",
+						      .etag = (char *)"\"c1\"",
+						      .size = 20,
+						      .checked_ms = 5500,
+						      .expires_ms = 65500 }),
+		       0, "older row put");
+		is_int(meta_object_get(m, "d/c.txt", &o), 0, "get c.txt");
+		is_str(o.etag, "\"c2\"",
+		       "an older row does not replace a newer");
+		meta_object_release(&o);
+	}
 	meta_object_delete(m, "d/Z");
 	memset(&s, 0, sizeof(s));
 	is_int(meta_listing_get(m, "d/", NULL, collect_entry, &s), 0,
@@ -496,6 +522,9 @@ static void test_listings(struct meta *m)
 }
 
 /* An object with attributes, as a HEAD would store it. */
+/* checked_ms of put_attrs(): a row newer than a listing needs more */
+static int64_t attrs_checked_ms = 1000;
+
 static int put_attrs(struct meta *m, const char *key, const char *etag,
 		     uint32_t mode, uint32_t uid, uint32_t gid,
 		     int64_t attr_mtime)
@@ -504,7 +533,7 @@ static int put_attrs(struct meta *m, const char *key, const char *etag,
 				 .etag = (char *)etag,
 				 .size = 1,
 				 .mtime = 1700000000,
-				 .checked_ms = 1000,
+				 .checked_ms = attrs_checked_ms,
 				 .expires_ms = 2000,
 				 .has_attrs = true,
 				 .mode = mode,
@@ -629,14 +658,14 @@ static void test_listing_attrs(struct meta *m)
 
 	put_attrs(m, "la/kept", "\"k1\"", 0100644, 1000, 1001, 1500000000);
 	put_attrs(m, "la/changed", "\"c1\"", 0100600, 2000, 2001, 1500000001);
-	is_int(meta_listing_put(m, "la/", 10, 20, e, 4), 0,
+	is_int(meta_listing_put(m, "la/", 3000, 4000, e, 4), 0,
 	       "put listing over objects with attributes");
 
 	is_int(meta_object_get(m, "la/kept", &o), 0, "get kept");
 	ok(o.has_attrs && o.mode == 0100644 && o.uid == 1000 && o.gid == 1001 &&
 		   o.attr_mtime == 1500000000,
 	   "listing with the same etag keeps the attributes");
-	is_int(o.checked_ms, 10, "and still refreshes checked_ms");
+	is_int(o.checked_ms, 3000, "and still refreshes checked_ms");
 	meta_object_release(&o);
 	is_int(meta_object_get(m, "la/changed", &o), 0, "get changed");
 	ok(!o.has_attrs, "listing with another etag forgets them");
@@ -662,6 +691,7 @@ static void test_listing_attrs(struct meta *m)
 	   "directory without attributes");
 
 	/* a HEAD after the LIST shows through the listing */
+	attrs_checked_ms = 5000;
 	put_attrs(m, "la/changed", "\"c2\"", 0100400, 3000, 3001, 1500000002);
 	memset(&s, 0, sizeof(s));
 	meta_listing_get(m, "la/", NULL, collect_entry, &s);
@@ -1839,13 +1869,14 @@ static void *work(void *arg)
 						    .etag = "\"l\"",
 						    .size = (uint64_t)j };
 		}
-		if (meta_listing_put(w->m, dir, i, i + 1000, e, 10) != 0)
+		/* fetched after put_obj()'s checked_ms: it replaces the rows */
+		if (meta_listing_put(w->m, dir, i + 1000, i + 2000, e, 10) != 0)
 			w->errors++;
 		if (meta_listing_find(w->m, dir, names[0], &exp, &is_dir, &o) !=
 		    0)
 			w->errors++;
 		else if (is_dir || strcmp(o.etag, "\"l\"") != 0 ||
-			 exp != i + 1000 || o.atime_ms != i + 1)
+			 exp != i + 2000 || o.atime_ms != i + 1)
 			w->errors++;
 		meta_object_release(&o);
 		n = 0;
@@ -1885,7 +1916,7 @@ static void test_threads(struct meta *m, const char *what)
 		snprintf(key, sizeof(key), "t%d/", i);
 		n = 0;
 		if (meta_listing_get(m, key, &exp, count_entry, &n) != 0 ||
-		    n != 10 || exp != ROUNDS - 1 + 1000)
+		    n != 10 || exp != ROUNDS - 1 + 2000)
 			break;
 	}
 	is_int(i, THREADS, "%s: each thread's last listing", what);
