@@ -58,6 +58,9 @@
  * Admission charges a chunk its data and header rounded up to 4 KiB, one
  * more 4 KiB block (file-system metadata), and META_SLACK for the WAL
  * growth of its own row write, made after meta_bytes was measured.
+ * Admissions and reservations fill the cache up to meta_margin() short of
+ * the cap: meta.db and its WAL also grow by the rows others write (the
+ * vfs's objects and listings, staged files) until the next measurement.
  *
  * Logging: chunk.c and meta.c log their own failures with the path; this
  * file adds the cache's view of a failing disk (read, write, no room) at
@@ -84,6 +87,8 @@
 #define HEADER_FIXED 128ULL
 /* WAL frames of one row write: a few pages of 4 KiB plus frame headers */
 #define META_SLACK (64 * 1024ULL)
+/* at most this much of the cap is kept for meta.db's growth: see the top */
+#define META_MARGIN_MAX (1024 * 1024ULL)
 /* chunks deleted per hold of the lock by long passes, and rows per batch */
 #define EVICT_BATCH 64
 /* a failing disk is logged at warn at most this often per kind */
@@ -210,6 +215,13 @@ static uint64_t round_up(uint64_t n, uint64_t to)
 static uint64_t pct_of(uint64_t n, unsigned pct)
 {
 	return n / 100 * pct + n % 100 * pct / 100;
+}
+
+/* Room kept under the cap for metadata written by others: see the top.
+ * A 32nd of the cap, at most 1 MiB (about one WAL between checkpoints). */
+static uint64_t meta_margin(uint64_t cap)
+{
+	return cap / 32 < META_MARGIN_MAX ? cap / 32 : META_MARGIN_MAX;
 }
 
 /* What admitting @len bytes may take: see the top. */
@@ -692,7 +704,7 @@ static size_t evict_locked(struct cache *c, struct goal *g, size_t max,
 static int make_room_locked(struct cache *c, uint64_t need)
 {
 	struct goal g = {
-		.max_used = c->conf.cap_bytes,
+		.max_used = c->conf.cap_bytes - meta_margin(c->conf.cap_bytes),
 		.extra = need,
 		.min_free = c->conf.min_free_bytes,
 	};
