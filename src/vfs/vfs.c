@@ -128,7 +128,10 @@ struct node {
 	struct xattrs x;
 	char *opened_etag;	/* ETag of the last open, for keep_cache */
 	enum vfs_served served; /* by the last open released */
-	struct node *next_ino;	/* hash chains */
+	/* a staged file is being renamed over this one: its upload's
+	 * result (on_uploaded) is the new file's, not this node's */
+	bool replaced;
+	struct node *next_ino; /* hash chains */
 	struct node *next_name;
 };
 
@@ -254,6 +257,11 @@ struct vfs {
 	char **touch_keys;
 	size_t n_touches;
 	int64_t touches_since_ms;
+
+	/* renames over a node: begun, and one ended (see stale_open()),
+	 * under lock */
+	uint64_t replace_gen;
+	pthread_cond_t rename_cond;
 
 	/* prefetch queue, under lock */
 	pthread_cond_t queue_cond;
@@ -1926,6 +1934,43 @@ static void file_free(struct vfs_file *f)
 	free(f);
 }
 
+/*
+ * A rename over a node uploads the new file under the node's key before it
+ * moves the nodes: meanwhile the key holds a file this node's size does not
+ * describe.  An open of such a node waits for the rename to end, and is
+ * then stale: the kernel looks the name up again and opens the new file.
+ *
+ * wait_replaced(): at the start of an open; sets *gen for stale_open().
+ * stale_open(): before the open is linked, with v->lock held: true when a
+ * rename over the node began since (it waits for its end first).
+ */
+static bool stale_open(struct vfs *v, uint64_t ino, uint64_t gen)
+{
+	struct node *n;
+	bool waited = false;
+
+	while ((n = node_by_ino(v, ino)) && n->replaced) {
+		waited = true;
+		pthread_cond_wait(&v->rename_cond, &v->lock);
+	}
+	if (waited)
+		return true;
+	return v->replace_gen != gen &&
+	       (!n || (n->ino != VFS_ROOT_INO && n->parent == 0));
+}
+
+static int wait_replaced(struct vfs *v, uint64_t ino, uint64_t *gen)
+{
+	bool stale;
+
+	pthread_mutex_lock(&v->lock);
+	*gen = v->replace_gen;
+	stale = stale_open(v, ino, *gen);
+	*gen = v->replace_gen;
+	pthread_mutex_unlock(&v->lock);
+	return stale ? -ESTALE : 0;
+}
+
 int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	     bool *keep_cache)
 {
@@ -1933,10 +1978,14 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	struct node *n;
 	char *path = NULL;
 	bool writing = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+	uint64_t gen;
 	int rc;
 
 	if (writing && v->conf.ro)
 		return -EROFS;
+	rc = wait_replaced(v, ino, &gen);
+	if (rc < 0)
+		return rc;
 	rc = path_of(v, ino, 0, &path);
 	if (rc < 0)
 		return rc;
@@ -1962,6 +2011,12 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 		*keep_cache = false;
 		f->attrs_moved = true;
 		pthread_mutex_lock(&v->lock);
+		if (stale_open(v, ino, gen)) {
+			pthread_mutex_unlock(&v->lock);
+			wb_put(v->wb, f->wb);
+			rc = -ESTALE;
+			goto out;
+		}
 		LIST_LINK(v->files, f);
 		pthread_mutex_unlock(&v->lock);
 		goto out;
@@ -1991,7 +2046,9 @@ int vfs_open(struct vfs *v, uint64_t ino, int flags, struct vfs_file **out,
 	rc = 0;
 	pthread_mutex_lock(&v->lock);
 	n = node_by_ino(v, ino);
-	if (!n || !n->etag) {
+	if (stale_open(v, ino, gen)) {
+		rc = -ESTALE;
+	} else if (!n || !n->etag) {
 		rc = -EIO;
 	} else {
 		*keep_cache =
@@ -3011,6 +3068,7 @@ int vfs_new(const struct vfs_conf *conf, struct s3 *s, struct meta *m,
 		return -ENOMEM;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_cond_init(&v->queue_cond, NULL);
+	pthread_cond_init(&v->rename_cond, NULL);
 	pthread_cond_init(&v->wq_cond, NULL);
 	v->s3 = s;
 	v->meta = m;
@@ -3151,6 +3209,7 @@ void vfs_free(struct vfs *v)
 	free((char *)v->conf.bucket);
 	free((char *)v->conf.prefix);
 	pthread_cond_destroy(&v->queue_cond);
+	pthread_cond_destroy(&v->rename_cond);
 	pthread_cond_destroy(&v->wq_cond);
 	for (i = 0; i < NOFLAT_SLOTS; i++)
 		free(v->noflat[i].dir);
@@ -3235,7 +3294,7 @@ static void on_uploaded(void *ctx, const struct wb_result *r)
 		return;
 	pthread_mutex_lock(&v->lock);
 	n = node_by_path_locked(v, path);
-	if (n && !n->is_dir) {
+	if (n && !n->is_dir && !n->replaced) {
 		node_set_attrs(n, r->etag, r->size, r->mtime,
 			       now_ms() + (int64_t)v->conf.meta_ttl_ms, &x);
 		/* the kernel's pages came through this mount's writes */
@@ -4130,6 +4189,24 @@ static int kind_of(struct vfs *v, uint64_t parent, const char *name,
 	return a.is_dir ? 1 : 0;
 }
 
+/* Mark (or unmark) the node named @name in folder @parent, if any, as
+ * being replaced by a rename; see struct node. */
+static void mark_replaced(struct vfs *v, uint64_t parent, const char *name,
+			  bool on)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&v->lock);
+	n = node_by_name(v, parent, name);
+	if (n)
+		n->replaced = on;
+	if (on)
+		v->replace_gen++;
+	if (!on)
+		pthread_cond_broadcast(&v->rename_cond);
+	pthread_mutex_unlock(&v->lock);
+}
+
 int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 	       uint64_t newparent, const char *newname, unsigned flags)
 {
@@ -4138,6 +4215,7 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 	struct wb_file *wf = NULL;
 	uint64_t size = 0;
 	struct node *p, *np, *n, *old;
+	bool marked = false;
 	int skind, dkind, rc;
 
 	if (v->conf.ro)
@@ -4174,6 +4252,11 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 		}
 		wf = wb_find(v->wb, src);
 		if (wf) {
+			/* wb_rename uploads under dst before the nodes move
+			 * below: readers of the file it replaces must not see
+			 * the new version's size */
+			mark_replaced(v, newparent, newname, true);
+			marked = true;
 			rc = wb_rename(v->wb, wf, dst);
 		} else {
 			struct wb_file *dw = wb_find(v->wb, dst);
@@ -4251,6 +4334,10 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 	np = node_by_ino(v, newparent);
 	n = p ? node_by_name(v, p->ino, name) : NULL;
 	old = np ? node_by_name(v, np->ino, newname) : NULL;
+	if (old && old->replaced) {
+		old->replaced = false;
+		pthread_cond_broadcast(&v->rename_cond);
+	}
 	if (old && old != n)
 		node_detach_locked(v, old);
 	if (n && np)
@@ -4259,9 +4346,13 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 		set_str(&n->etag, new_etag);
 		n->expires_ms = now_ms() + (int64_t)v->conf.meta_ttl_ms;
 	}
+	if (n && !n->is_dir && wf)
+		n->expires_ms = 0; /* the upload's row under dst tells */
 	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
+	if (marked) /* wakes opens of the node it replaced or kept */
+		mark_replaced(v, newparent, newname, false);
 	if (wf)
 		wb_put(v->wb, wf);
 	free(src);
