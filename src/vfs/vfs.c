@@ -509,6 +509,8 @@ static void node_set_attrs(struct node *n, const char *etag, uint64_t size,
 			   int64_t mtime, int64_t expires_ms,
 			   const struct xattrs *x)
 {
+	if (n->replaced)
+		return; /* its key already holds the file renamed over it */
 	if (!n->etag || !etag || strcmp(n->etag, etag) != 0) {
 		if (set_str(&n->etag, etag) < 0)
 			return; /* keep the old values; they expire */
@@ -4250,13 +4252,13 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 			rc = -EISDIR;
 			goto out;
 		}
+		/* dst holds the new file (uploaded or copied) before the
+		 * nodes move below: readers of the file it replaces must not
+		 * see the new version under the old node */
+		mark_replaced(v, newparent, newname, true);
+		marked = true;
 		wf = wb_find(v->wb, src);
 		if (wf) {
-			/* wb_rename uploads under dst before the nodes move
-			 * below: readers of the file it replaces must not see
-			 * the new version's size */
-			mark_replaced(v, newparent, newname, true);
-			marked = true;
 			rc = wb_rename(v->wb, wf, dst);
 		} else {
 			struct wb_file *dw = wb_find(v->wb, dst);

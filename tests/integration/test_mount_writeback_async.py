@@ -245,6 +245,55 @@ def test_rename_of_a_pending_upload(mount, s3, bucket, gate):
     assert s3_body(s3, bucket, "dst") == data
 
 
+def in_syscall(tid, nr):
+    """Whether thread @tid of this process is blocked in system call @nr."""
+    try:
+        with open(f"/proc/self/task/{tid}/syscall") as f:
+            return f.read().split()[0] == str(nr)
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+OPENAT = 257  # x86_64
+
+
+def test_open_during_a_rename_over_reads_one_whole_version(mount, s3, bucket, gate):
+    """A staged file renamed over another is uploaded under the new name
+    before the names move.  An open of the old file in that window (its
+    inode still holds the old size) must not read the new bytes cut to the
+    old size: it waits for the rename, then opens the new file."""
+    old, new = rand_bytes(3000, "over-old"), rand_bytes(262_145, "over-new")
+    s3.put_object(Bucket=bucket, Key="dst", Body=old)
+    m = mount(bucket, endpoint=gate.endpoint, writeback="async", meta_ttl="1h")
+    assert read_file(m.path / "dst") == old  # the kernel holds size 3000
+    fd = os.open(m.path / "tmp", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, new)  # kept open: the rename moves the staged file
+        gate.close_gate()
+        t, out = in_thread(lambda: os.rename(m.path / "tmp", m.path / "dst"))
+        wait_for(lambda: gate.held("dst"), WAIT, "the rename's upload under 'dst'")
+        tid = {}
+
+        def reader():
+            tid["id"] = threading.get_native_id()
+            return read_file(m.path / "dst")
+
+        rt, rout = in_thread(reader)
+        # the open lands in the window: it either returns (the bug: it reads
+        # the new file under the old size) or waits for the rename
+        wait_for(lambda: not rt.is_alive() or ("id" in tid and in_syscall(tid["id"], OPENAT)),
+                 WAIT, "the reader to open 'dst' during the rename")
+        gate.open_gate()
+        joined(t, out, "rename")
+        got = joined(rt, rout, "read of 'dst'")
+    finally:
+        os.close(fd)
+    assert got in (old, new), f"read {len(got)} bytes, neither version whole"
+    assert read_file(m.path / "dst") == new
+    m.unmount()
+    assert s3_body(s3, bucket, "dst") == new
+
+
 def test_sync_mode_close_waits(mount, s3, bucket, gate):
     """The default: close returns only once the object is in the bucket."""
     m = mount(bucket, endpoint=gate.endpoint)
