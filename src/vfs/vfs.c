@@ -509,8 +509,10 @@ static void node_set_attrs(struct node *n, const char *etag, uint64_t size,
 			   int64_t mtime, int64_t expires_ms,
 			   const struct xattrs *x)
 {
-	if (n->replaced)
-		return; /* its key already holds the file renamed over it */
+	/* a node renamed over (or being renamed over) keeps what it knew: its
+	 * key already holds another file */
+	if (n->replaced || (n->parent == 0 && n->ino != VFS_ROOT_INO))
+		return;
 	if (!n->etag || !etag || strcmp(n->etag, etag) != 0) {
 		if (set_str(&n->etag, etag) < 0)
 			return; /* keep the old values; they expire */
@@ -1628,13 +1630,25 @@ int vfs_getattr(struct vfs *v, uint64_t ino, struct vfs_attr *out)
 		fill_attr(v, n, out);
 		/* a detached node's path now names another file (a rename
 		 * onto it, a new one): what it knew is all it has */
-		if (!n->is_dir && n->parent != 0 && !(key = key_of(v, n->path)))
+		if (!n->is_dir && n->parent != 0 && !n->replaced &&
+		    !(key = key_of(v, n->path)))
 			rc = -ENOMEM;
 	}
 	pthread_mutex_unlock(&v->lock);
 	if (rc < 0 || !key)
 		return rc;
-	if (staged_attr(v, key, out) || fresh) {
+	if (staged_attr(v, key, out)) {
+		/* unless a rename over the node began meanwhile: the staged
+		 * file is then the new one */
+		pthread_mutex_lock(&v->lock);
+		n = node_by_ino(v, ino);
+		if (n && (n->replaced || n->parent == 0))
+			fill_attr(v, n, out);
+		pthread_mutex_unlock(&v->lock);
+		free(key);
+		return 0;
+	}
+	if (fresh) {
 		free(key);
 		return 0;
 	}
@@ -4348,8 +4362,6 @@ int vfs_rename(struct vfs *v, uint64_t parent, const char *name,
 		set_str(&n->etag, new_etag);
 		n->expires_ms = now_ms() + (int64_t)v->conf.meta_ttl_ms;
 	}
-	if (n && !n->is_dir && wf)
-		n->expires_ms = 0; /* the upload's row under dst tells */
 	v->names_gen++;
 	pthread_mutex_unlock(&v->lock);
 out:
