@@ -1421,6 +1421,12 @@ int vfs_lookup(struct vfs *v, uint64_t parent, const char *name,
 		return -ENAMETOOLONG;
 	if (!name_ok(name, len))
 		return -ENOENT;
+	/* a name being renamed over answers once the rename ended, so an
+	 * open that met the replaced node (-ESTALE) finds the new one */
+	pthread_mutex_lock(&v->lock);
+	while ((n = node_by_name(v, parent, name)) && n->replaced)
+		pthread_cond_wait(&v->rename_cond, &v->lock);
+	pthread_mutex_unlock(&v->lock);
 	rc = path_of(v, parent, 1, &dir_path);
 	if (rc < 0)
 		return rc;

@@ -10,9 +10,11 @@ What is asserted, each from the README:
     naming it, then bytes derived from its name), never a mix of two.  The
     only failures allowed are the documented ones of a file replaced or
     removed while open or being opened, and only for a reader that
-    overlapped such a change of its key: ENOENT, and EIO ("if the object
-    changes on S3 while a file is open, a read that needs a chunk not yet
-    cached fails with EIO");
+    overlapped such a change of its key: ENOENT, ESTALE at open, EIO ("if
+    the object changes on S3 while a file is open, a read that needs a
+    chunk not yet cached fails with EIO"), and a read cut short (the known
+    limitation of a rename over a file being read: a prefix of one version,
+    never a wrong byte; counted as version_short_racing);
   - close() of every write returns 0 (writeback=sync: the object is in S3)
     and a read-back by the writer gives what it wrote;
   - the cache cap holds throughout: "cache_size caps the bytes the folder
@@ -285,6 +287,12 @@ def read_version(run, key, who):
             run.error(who, f"{key}: ENOENT, but it holds {before} and nothing changed it")
         run.count("version_enoent")
         return
+    except OSError as e:
+        # documented: an open racing a rename over the name may be stale
+        if e.errno != errno.ESTALE or not changed():
+            raise
+        run.count("version_estale")
+        return
     try:
         size = os.fstat(fd).st_size
         try:
@@ -300,10 +308,26 @@ def read_version(run, key, who):
     finally:
         os.close(fd)
     bad = check_version(data)
+    if bad and changed() and is_version_prefix(data):
+        # the documented limitation (README, Consistency): a read racing a
+        # rename over its file may come back short, never with wrong bytes
+        run.count("version_short_racing")
+        return
     if bad:
         run.error(who, f"{key}: {bad} (size at open {size}; now {describe(path)}; "
                        f"changes of the key during the read: {run.seq[key] - seq})")
     run.count("version_whole")
+
+
+def is_version_prefix(data):
+    """Whether data is the start of one version, cut short."""
+    if len(data) < HEADER_LEN or not data.startswith(b"S3CFS-STRESS "):
+        return False
+    words = dict(w.split("=", 1) for w in data[:HEADER_LEN].split(b"\n")[0].decode("latin-1").split()[1:]
+                 if "=" in w)
+    if "id" not in words or "len" not in words or int(words["len"]) <= len(data):
+        return False
+    return data == version_bytes(words["id"], int(words["len"]))[:len(data)]
 
 
 def describe(path):
@@ -517,6 +541,9 @@ def test_readers_and_writers_under_a_small_cache(mount, s3, bucket):
     # it did run, concurrently, and churned the cache
     assert c.get("static_ranges", 0) + c.get("static_whole", 0) >= READERS, c
     assert c.get("version_whole", 0) > 0 and c.get("replaces", 0) >= WRITERS, c
+    # the known limitation stays rare (2-4 per 2-minute run against
+    # thousands of whole reads when it was measured)
+    assert c.get("version_short_racing", 0) * 50 <= c["version_whole"], c
     assert sample.get("samples", 0) >= 10, sample
     worst = sample["max"]
     assert capped(worst) <= CAP, f"cache use {capped(worst)} over the cap {CAP}: {worst}"
