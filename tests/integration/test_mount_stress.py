@@ -97,12 +97,17 @@ def version_bytes(vid, size):
     return head + expected(vid, HEADER_LEN, size - HEADER_LEN)
 
 
+def header_words(data):
+    """The name=value words of a version's header line."""
+    return dict(w.split("=", 1) for w in data[:HEADER_LEN].split(b"\n")[0].decode("latin-1").split()[1:]
+                if "=" in w)
+
+
 def check_version(data):
     """None when data is exactly one complete version, else what is wrong."""
     if len(data) < HEADER_LEN:
         return f"{len(data)} bytes, shorter than a header: {data[:80]!r}"
-    words = dict(w.split("=", 1) for w in data[:HEADER_LEN].split(b"\n")[0].decode("latin-1").split()[1:]
-                 if "=" in w)
+    words = header_words(data)
     if not data.startswith(b"S3CFS-STRESS ") or "id" not in words or "len" not in words:
         return f"no version header: {data[:80]!r}"
     if int(words["len"]) != len(data):
@@ -323,8 +328,7 @@ def is_version_prefix(data):
     """Whether data is the start of one version, cut short."""
     if len(data) < HEADER_LEN or not data.startswith(b"S3CFS-STRESS "):
         return False
-    words = dict(w.split("=", 1) for w in data[:HEADER_LEN].split(b"\n")[0].decode("latin-1").split()[1:]
-                 if "=" in w)
+    words = header_words(data)
     if "id" not in words or "len" not in words or int(words["len"]) <= len(data):
         return False
     return data == version_bytes(words["id"], int(words["len"]))[:len(data)]
