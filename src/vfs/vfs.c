@@ -2214,17 +2214,18 @@ static uint64_t all_parts(const struct inflight *fl)
 }
 
 /*
- * The inflight fetch of chunk @name to join, or NULL.  A fetch that has
- * failed is not joined, though it stays on the list until its last part
- * running returns: whoever comes after the failure asks S3 again (the
- * server may be back) instead of getting that old error.  Under v->lock.
+ * The inflight fetch of chunk @name, or NULL.  A failed fetch stays on the
+ * list until its last part running returns, and whoever comes meanwhile
+ * gets its error: the kernel retries a failed read at once, and asking S3
+ * again would let one read() outlast the timeout several times over.
+ * Under v->lock.
  */
 static struct inflight *inflight_find(struct vfs *v, const char *name)
 {
 	struct inflight *fl;
 
 	for (fl = v->inflight; fl; fl = fl->next)
-		if (!fl->rc && strcmp(fl->name, name) == 0)
+		if (strcmp(fl->name, name) == 0)
 			return fl;
 	return NULL;
 }
