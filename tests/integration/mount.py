@@ -29,6 +29,7 @@ import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import threading
 import urllib.parse
@@ -511,6 +512,16 @@ class MountFactory:
 
 
 # ---- what reached the bucket (write tests) ---------------------------------------
+
+def integrity_check(db):
+    """PRAGMA integrity_check of the cache's meta.db, on a read-only
+    connection of Python's sqlite3 (not ours): its rows, ["ok"] if sound."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return [row[0] for row in con.execute("PRAGMA integrity_check")]
+    finally:
+        con.close()
+
 
 def s3_body(s3, bucket, key):
     """The object's bytes through boto3, or None when there is no such key."""

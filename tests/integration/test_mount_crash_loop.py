@@ -28,16 +28,14 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from conftest import ACCESS_KEY, BUILD_DIR, SANITIZED, SECRET_KEY, need, wait_for
-from mount import MOUNT_TIMEOUT, Mount, chunk_files, error_lines, is_mounted, pids_with_arg, put_many, rand_bytes, s3_keys
+from conftest import BUILD_DIR, SANITIZED, need, wait_for
+from mount import (MOUNT_TIMEOUT, Mount, chunk_files, error_lines, integrity_check, is_mounted, pids_with_arg,
+                   put_many, rand_bytes, s3_keys)
 
 HELPER = BUILD_DIR / "mount-helpers" / "mount.s3cachefs"
 CTL = BUILD_DIR / "tools" / "s3cachefs-ctl"
@@ -153,15 +151,6 @@ def reader(m, files, rng, rid, stop, counts):
     except OSError as e:
         if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
             counts["errors"].append(f"reader {rid}: {e!r}")
-
-
-def integrity_check(db):
-    """PRAGMA integrity_check on a read-only connection."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return [row[0] for row in con.execute("PRAGMA integrity_check")]
-    finally:
-        con.close()
 
 
 def staged(cache_dir):

@@ -19,14 +19,13 @@ Results are checked with boto3.  Needs root (tmpfs, bind and loop mounts).
 import errno
 import os
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import BUILD_DIR, need, wait_for
-from mount import MiB, chunk_files, error_lines, rand_bytes, read_file, s3_body, sha, warn_lines
+from mount import MiB, chunk_files, error_lines, integrity_check, rand_bytes, read_file, s3_body, sha, warn_lines
 from test_mount_write import assert_object, write_file
 
 CTL = BUILD_DIR / "tools" / "s3cachefs-ctl"
@@ -37,14 +36,6 @@ def umask022():
     old = os.umask(0o022)
     yield
     os.umask(old)
-
-
-def integrity_check(db):
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return [row[0] for row in con.execute("PRAGMA integrity_check")]
-    finally:
-        con.close()
 
 
 def ctl_verify(mount, cache_dir):

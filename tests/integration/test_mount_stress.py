@@ -37,13 +37,12 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
 
 from conftest import ACCESS_KEY, BUILD_DIR, SANITIZED, SECRET_KEY, need
-from mount import MiB, put_many, s3_body, s3_keys
+from mount import MiB, integrity_check, put_many, s3_body, s3_keys
 
 SECONDS = float(os.environ.get("S3CACHEFS_STRESS_SECONDS", "30" if SANITIZED else "120"))
 READERS = 64
@@ -579,11 +578,7 @@ def test_readers_and_writers_under_a_small_cache(mount, s3, bucket):
     # used is the chunk files plus meta.db and its WAL as last measured
     assert after["chunks"] <= st["cache.used"] <= after["chunks"] + max(sample["meta_max"], after["meta"]), (
         st, after, sample["meta_max"])
-    db = sqlite3.connect(str(m.cache_dir / "meta.db"))
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        db.close()
+    assert integrity_check(m.cache_dir / "meta.db") == ["ok"]
 
 
 def test_create_after_rename_while_listing(mount, s3, bucket):
